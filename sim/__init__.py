@@ -1,0 +1,16 @@
+"""Simulation suites as gymnasium envs, scripted experts and dataset recording.
+
+Importing ``sim`` registers the gym IDs; the simulators themselves load lazily on ``gym.make``.
+    vla/Tabletop-v0   fast built-in MuJoCo tabletop suite       (sim.tabletop)
+    vla/Libero-v0     LIBERO suites through hf-libero           (sim.libero)
+"""
+
+import gymnasium as gym
+
+TABLETOP_ID = "vla/Tabletop-v0"
+LIBERO_ID = "vla/Libero-v0"
+
+if TABLETOP_ID not in gym.registry:
+    gym.register(TABLETOP_ID, entry_point="sim.tabletop.env:TabletopEnv")
+if LIBERO_ID not in gym.registry:
+    gym.register(LIBERO_ID, entry_point="sim.libero.env:LiberoEnv")

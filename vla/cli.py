@@ -1,0 +1,95 @@
+"""The `vla` command: one Hydra entry point per subcommand.
+
+    vla <command> [key=value ...]          e.g.  vla collect env=tabletop episodes_per_task=5
+    vla bench <name> [key=value ...]       e.g.  vla bench env-speed
+
+Each command has a primary config `configs/<command>.yaml` (or `configs/bench/<name>.yaml`) that
+composes the shared groups (`env/`, `model/`, `compressor/`, ...); anything after the command is a
+Hydra override, so `--cfg job`, `--help` and `hydra.run.dir=...` work as in any Hydra app.
+Commands import their implementation lazily so `vla --help` stays fast and a missing optional
+extra (LIBERO, ROS) only matters to the command that needs it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass(frozen=True)
+class Command:
+    target: str  # "module:function" taking the composed DictConfig
+    config: str  # config name relative to configs/
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "experts": Command("sim.experts.evaluate:main", "experts", "run the scripted experts and print per-task success"),
+    "collect": Command("sim.collect:main", "collect", "record scripted-expert demos as a LeRobot v3.0 dataset"),
+}
+
+# `vla bench <name>`: benchmarks, each with configs/bench/<name>.yaml.
+BENCHES: dict[str, Command] = {
+    "env-speed": Command("sim.speed:main", "bench/env_speed", "env steps/s with cameras on/off"),
+}
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"unknown command '{name}'.{hint} Choose from: {', '.join(sorted(choices))}"
+
+
+def _usage() -> str:
+    lines = ["usage: vla <command> [key=value ...]", "", "commands:"]
+    lines += [f"  {n:<12} {c.help}" for n, c in COMMANDS.items()]
+    lines += ["  bench <name>", *[f"    {n:<10} {c.help}" for n, c in BENCHES.items()]]
+    lines += ["", "Overrides use Hydra syntax; `vla <command> --cfg job` prints the composed config."]
+    return "\n".join(lines)
+
+
+def resolve(argv: list[str]) -> tuple[Command, list[str]]:
+    """Map argv (without the program name) to a command and its Hydra overrides."""
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        raise SystemExit(_usage())
+    name, rest = argv[0], argv[1:]
+    if name == "bench":
+        if not rest or "=" in rest[0] or rest[0].startswith("-"):
+            bench = "policy"
+        else:
+            bench, rest = rest[0], rest[1:]
+        if bench not in BENCHES:
+            raise SystemExit("vla bench: " + _suggest(bench, list(BENCHES)))
+        return BENCHES[bench], rest
+    if name not in COMMANDS:
+        raise SystemExit("vla: " + _suggest(name, list(COMMANDS) + ["bench"]))
+    return COMMANDS[name], rest
+
+
+def run(command: Command, overrides: list[str]) -> None:
+    import hydra
+
+    module_name, func_name = command.target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    config_path = str(CONFIG_DIR / Path(command.config).parent)
+    task = hydra.main(config_path=config_path, config_name=Path(command.config).name, version_base="1.3")(func)
+    # Hydra reads sys.argv; give it only the overrides.
+    sys.argv = [f"vla {command.config}", *overrides]
+    task()
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in vla ever downloads from a hub
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering on machines without a display
+    command, overrides = resolve(sys.argv[1:] if argv is None else argv)
+    run(command, overrides)
+
+
+if __name__ == "__main__":
+    main()
