@@ -1,5 +1,37 @@
-"""Visual-token compressors behind one interface (see ``compressors.base``)."""
+"""Visual-token compressors behind one interface (see ``compressors.base``).
 
-from compressors.base import CompressorOutput, Compressor, InstructionContext, available, build, register
+Importing this package imports every method module, which registers it by name.
+"""
 
-__all__ = ["Compressor", "CompressorOutput", "InstructionContext", "available", "build", "register"]
+from compressors.base import (
+    Compressor,
+    CompressorOutput,
+    InLMCompressor,
+    InstructionContext,
+    available,
+    build,
+    register,
+)
+from compressors import (  # noqa: F401  (imported to register)
+    compressor_vla,
+    divprune,
+    efficientvla,
+    fastv,
+    none,
+    pool,
+    random_drop,
+    src,
+    stc,
+    tome,
+    visionzip,
+)
+
+__all__ = [
+    "Compressor",
+    "CompressorOutput",
+    "InLMCompressor",
+    "InstructionContext",
+    "available",
+    "build",
+    "register",
+]

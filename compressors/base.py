@@ -13,7 +13,8 @@ instruction:
 Two stages:
 - ``stage = "pre_lm"``: called between the vision tower and the language backbone, per camera.
 - ``stage = "in_lm"``: acts inside the backbone at layer ``layer`` (FastV, EfficientVLA). The policy
-  calls ``select(hidden, attn, visual_index, instruction_index)`` at that layer; see ``InLMCompressor``.
+  calls ``select(hidden, attn, visual_index, instruction_index[, budget])`` at that layer; see
+  ``InLMCompressor``.
 
 Learned methods own parameters (trained with the policy); training-free ones own none.
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -44,6 +45,17 @@ class InstructionContext:
 
 @dataclass
 class CompressorOutput:
+    """What a compressor returns for one camera.
+
+    ``kept`` is either
+    - [B, N] bool: True for the input tokens that survive (pruning methods; ``tokens`` are those
+      tokens in their original order), or
+    - [B, N, M] float: how much input token i feeds output token m. Attention-based methods
+      (STC, SRC) store the attention weights (each column sums to 1 over i); hard-merging methods
+      (pool, ToMe, VisionZip) store 0/1 membership (each row one-hot; divide a column by its sum to
+      get the averaging weights).
+    """
+
     tokens: torch.Tensor  # [B, M, D]
     kept: torch.Tensor  # [B, N] bool, or [B, N, M] soft assignment
     extras: dict = field(default_factory=dict)  # method-specific diagnostics (scores, indices)
@@ -115,7 +127,12 @@ class InLMCompressor(Compressor):
     layer: int = 2
 
     def output_tokens(self, grid: tuple[int, int]) -> int:
+        """Pre-LM count (identity); the in-LM count is ``keep_count(n_visual)``."""
         return grid[0] * grid[1]
+
+    def keep_count(self, n_visual: int) -> int:
+        """Visual tokens kept from layer ``layer`` on, for ``n_visual`` (all cameras) before it."""
+        raise NotImplementedError
 
     def forward(self, visual_tokens, grid, instruction=None) -> CompressorOutput:  # noqa: D401
         b, n, _ = visual_tokens.shape
@@ -128,7 +145,10 @@ class InLMCompressor(Compressor):
         attn: torch.Tensor | None,  # [B, H, S, S] attention probabilities of layer `layer-1`
         visual_index: torch.Tensor,  # [Nv] long: sequence positions of the visual tokens
         instruction_index: torch.Tensor,  # [Ni] long: sequence positions of the instruction tokens
-        budget: int,  # visual tokens to keep (all cameras together)
+        budget: int | None = None,  # visual tokens to keep (all cameras); None -> keep_count(Nv)
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (keep_visual [B, budget] long positions into ``visual_index`` order, kept [B, Nv] bool)."""
+        """Return (keep_visual [B, budget] long positions into ``visual_index`` order, kept [B, Nv] bool).
+
+        ``keep_visual`` is ascending, so gathering ``visual_index[keep_visual]`` keeps sequence order.
+        """
         raise NotImplementedError
