@@ -27,7 +27,7 @@ class VLATabletopEnvConfig(EnvConfig):
     task: str | None = None  # comma-separated task names; None = every task of the suite
     split: str = "heldout"  # layouts: "train" (demos) or "heldout" (evaluation)
     fps: int = 20
-    episode_length: int | None = None  # None = the suite's default
+    episode_length: int = 200  # control steps (20 Hz) before truncation
     observation_height: int = 128
     observation_width: int = 128
     features: dict[str, PolicyFeature] = field(
@@ -49,13 +49,13 @@ class VLATabletopEnvConfig(EnvConfig):
 
     @property
     def gym_kwargs(self) -> dict:
-        kwargs = {
+        # gym.make consumes max_episode_steps into a TimeLimit wrapper, whose `_max_episode_steps`
+        # lerobot-eval reads to size its rollout loop.
+        return {
             "split": self.split,
             "image_size": (self.observation_height, self.observation_width),
+            "max_episode_steps": self.episode_length,
         }
-        if self.episode_length is not None:
-            kwargs["max_episode_steps"] = self.episode_length
-        return kwargs
 
     def task_list(self) -> list[str]:
         from sim.tabletop import TASKS
