@@ -34,12 +34,15 @@ $(STAMP): pyproject.toml plugins/lerobot_policy_vla/pyproject.toml plugins/lerob
 	$(PY) -m pip install -e ".[$(EXTRAS)]" -e plugins/lerobot_policy_vla -e plugins/lerobot_env_vla
 	@touch $(STAMP)
 
-# torchcodec (lerobot's video decoder) needs FFmpeg's shared libraries from the system.
+# System tools: FFmpeg's shared libraries for torchcodec (lerobot's video decoder), tmux for the
+# terminal (teleop) tests. Installed with apt-get when running as root, else a warning.
+SYS_TOOLS := ffmpeg tmux
 sysdeps:
-	@if ! command -v ffmpeg >/dev/null; then \
+	@missing=$$(for t in $(SYS_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ffmpeg; \
-	  else echo "warning: ffmpeg not found; install it (e.g. sudo apt-get install ffmpeg) for fast video decoding"; fi; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "warning: missing $$missing; install with: sudo apt-get install $$missing"; fi; \
 	fi
 
 install: $(STAMP) sysdeps

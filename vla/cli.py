@@ -32,11 +32,21 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "experts": Command("sim.experts.evaluate:main", "experts", "run the scripted experts and print per-task success"),
     "collect": Command("sim.collect:main", "collect", "record scripted-expert demos as a LeRobot v3.0 dataset"),
+    "train": Command("vla.train:main", "train", "train or fine-tune the policy on a LeRobot dataset"),
+    "eval": Command("vla.evaluate:main", "eval", "closed-loop success rate (95% CI), latency and videos of a checkpoint or the expert"),
+    "teleop": Command("sim.teleop:main", "teleop", "drive the sim from the keyboard in a terminal and record a LeRobot dataset"),
+    "profile": Command("vla.profiling:main", "profile", "FLOPs + per-stage latency of the policy per compressor"),
 }
 
 # `vla bench <name>`: benchmarks, each with configs/bench/<name>.yaml.
 BENCHES: dict[str, Command] = {
     "env-speed": Command("sim.speed:main", "bench/env_speed", "env steps/s with cameras on/off"),
+    "ros": Command("ros_nodes.bench:main", "bench/ros", "frame->action latency and action rate over the ROS 2 SIL loop"),
+}
+
+# `vla ros <name>`: the ROS 2 layer (ros_nodes/), each with configs/ros/<name>.yaml.
+ROS: dict[str, Command] = {
+    "bringup": Command("ros_nodes.bringup:main", "ros/bringup", "policy node (+ sim bridge) in one process"),
 }
 
 
@@ -50,6 +60,7 @@ def _usage() -> str:
     lines = ["usage: vla <command> [key=value ...]", "", "commands:"]
     lines += [f"  {n:<12} {c.help}" for n, c in COMMANDS.items()]
     lines += ["  bench <name>", *[f"    {n:<10} {c.help}" for n, c in BENCHES.items()]]
+    lines += ["  ros <name>", *[f"    {n:<10} {c.help}" for n, c in ROS.items()]]
     lines += ["", "Overrides use Hydra syntax; `vla <command> --cfg job` prints the composed config."]
     return "\n".join(lines)
 
@@ -57,7 +68,8 @@ def _usage() -> str:
 def resolve(argv: list[str]) -> tuple[Command, list[str]]:
     """Map argv (without the program name) to a command and its Hydra overrides."""
     if not argv or argv[0] in {"-h", "--help", "help"}:
-        raise SystemExit(_usage())
+        print(_usage())
+        raise SystemExit(0 if argv else 2)
     name, rest = argv[0], argv[1:]
     if name == "bench":
         if not rest or "=" in rest[0] or rest[0].startswith("-"):
@@ -67,8 +79,14 @@ def resolve(argv: list[str]) -> tuple[Command, list[str]]:
         if bench not in BENCHES:
             raise SystemExit("vla bench: " + _suggest(bench, list(BENCHES)))
         return BENCHES[bench], rest
+    if name == "ros":
+        if not rest:
+            raise SystemExit(f"vla ros: name a command: {', '.join(ROS)}")
+        if rest[0] not in ROS:
+            raise SystemExit("vla ros: " + _suggest(rest[0], list(ROS)))
+        return ROS[rest[0]], rest[1:]
     if name not in COMMANDS:
-        raise SystemExit("vla: " + _suggest(name, list(COMMANDS) + ["bench"]))
+        raise SystemExit("vla: " + _suggest(name, list(COMMANDS) + ["bench", "ros"]))
     return COMMANDS[name], rest
 
 

@@ -1,0 +1,70 @@
+"""The node list: the ONE source of truth for `launch/bringup.launch.py` and `vla ros bringup`.
+
+The launch file imports ``NODE_SPECS`` and builds one ``launch_ros`` Node per entry; the in-process
+runner (ros_nodes/bringup.py) builds the same classes with the same params files. A test parses the
+launch file and checks it against this list, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+PACKAGE = "vla"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # source tree / editable install
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str  # ROS node name (the params file's top-level key)
+    executable: str  # console script in lib/vla (`ros2 run vla <executable>`)
+    node_class: str  # "module:Class", constructed in-process by the bringup runner
+    params_file: str  # relative to the configs folder (share/vla/configs when installed)
+    enabled_by: str | None  # launch argument that switches the node on (None = always)
+    launch_params: tuple[str, ...] = ()  # parameters also exposed as launch arguments
+
+    @property
+    def params_arg(self) -> str:
+        """Launch argument that replaces the whole params file."""
+        return f"{self.name}_params"
+
+    def load_class(self):
+        module, cls = self.node_class.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+# Order matters in-process: the sim bridge exists before the policy node, so an in-process test
+# double (ros_nodes.testing.expert_policy) can be handed the bridge's sim handle.
+NODE_SPECS: tuple[NodeSpec, ...] = (
+    NodeSpec(
+        name="sim_bridge_node",
+        executable="sim_bridge_node",
+        node_class="ros_nodes.sim_bridge_node:SimBridgeNode",
+        params_file="ros/sim_bridge_node.yaml",
+        enabled_by="sim",
+        launch_params=("env", "task", "rate_hz"),
+    ),
+    NodeSpec(
+        name="policy_node",
+        executable="policy_node",
+        node_class="ros_nodes.policy_node:PolicyNode",
+        params_file="ros/policy_node.yaml",
+        enabled_by=None,
+        launch_params=("checkpoint", "compressor", "device", "policy", "control_rate_hz", "instruction"),
+    ),
+)
+
+
+def spec(name: str) -> NodeSpec:
+    for s in NODE_SPECS:
+        if s.name == name:
+            return s
+    raise KeyError(f"no node named '{name}'. Nodes: {', '.join(s.name for s in NODE_SPECS)}")
+
+
+def parse_launch_value(text: str):
+    """A launch-argument string -> typed value, the way `ros2 param set` / `-p name:=value` read it."""
+    return yaml.safe_load(text)

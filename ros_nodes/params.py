@@ -1,0 +1,281 @@
+"""Node parameters: one dataclass per node is the schema (names, defaults, help, validation).
+
+The node declares every field as a ROS parameter (so `ros2 param list/describe` shows them), reads
+the values the params file / launch overrides gave, and builds the dataclass, which coerces types
+(an int where a float is expected is fine) and checks cross-field rules in ``__post_init__``. Any
+problem is a ``ParamError`` at start-up naming the node, the parameter, the bad value and what is
+allowed; an unknown parameter name (a typo in the YAML) is an error with a "did you mean" hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DELTA_EEF_DIM = 7
+ROS_BUILTIN_PARAMS = {"use_sim_time", "start_type_description_service"}
+
+
+class ParamError(ValueError):
+    pass
+
+
+def param(default: Any, help: str):  # noqa: A002 - mirrors argparse
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def _check(ok: bool, who: str, name: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ParamError(f"{who}: invalid parameter '{name}' = {value!r}: {expected}")
+
+
+@dataclass
+class PolicyNodeParams:
+    NODE = "policy_node"
+    # --- policy ------------------------------------------------------------------------------
+    policy: str = param("checkpoint", "'checkpoint' = vla.runtime.load_policy(checkpoint), or "
+                        "'module:factory' returning a ChunkPolicy (test doubles: ros_nodes.testing)")
+    checkpoint: str = param("", "checkpoint folder (policy='checkpoint')")
+    compressor: str = param("", "visual-token compressor override ('' = the checkpoint's own)")
+    device: str = param("cpu", "torch device for inference")
+    policy_options: str = param("", "extra factory options, 'key=value key=value'")
+    # --- inputs ------------------------------------------------------------------------------
+    camera_names: list[str] = param(["agentview", "wrist"], "policy camera keys, in order")
+    camera_topics: list[str] = param(["/vla/camera/agentview/image_raw", "/vla/camera/wrist/image_raw"],
+                                     "sensor_msgs/Image topic per camera (sensor-data QoS)")
+    state_source: str = param("ee_pose", "'ee_pose' (PoseStamped + gripper joints) or 'joint_state'")
+    ee_pose_topic: str = param("/vla/ee_pose", "geometry_msgs/PoseStamped of the end effector")
+    joint_state_topic: str = param("/vla/joint_states", "sensor_msgs/JointState")
+    gripper_joint_names: list[str] = param(["left_finger", "right_finger"], "state[6:8] (ee_pose source)")
+    state_joint_names: list[str] = param([], "the whole state, in order (joint_state source)")
+    axis_angle_shortest: bool = param(True, "quaternion -> axis-angle with angle in [0, pi] (tabletop); "
+                                      "false = robosuite/LIBERO convention")
+    instruction_topic: str = param("/vla/instruction", "std_msgs/String task instruction")
+    instruction: str = param("", "initial instruction, until one arrives on the topic")
+    reset_topic: str = param("/vla/episode_start", "any std_msgs/String here resets policy, broker, filter")
+    max_image_pixels: int = param(4096 * 4096, "reject images with more pixels (from the header)")
+    max_instruction_chars: int = param(1000, "reject longer instructions (the node then holds)")
+    # --- outputs -----------------------------------------------------------------------------
+    action_mode: str = param("delta_eef", "'delta_eef' (TwistStamped + Float64 gripper) or 'joint' (JointTrajectory)")
+    delta_topic: str = param("/vla/cmd/delta_eef", "geometry_msgs/TwistStamped: dpos (linear), drot (angular)")
+    gripper_topic: str = param("/vla/cmd/gripper", "std_msgs/Float64: -1 open .. +1 close")
+    trajectory_topic: str = param("/vla/cmd/joint_trajectory", "trajectory_msgs/JointTrajectory (joint mode)")
+    joint_names: list[str] = param([], "commanded joints, one per action dimension (joint mode)")
+    command_frame_id: str = param("world", "header.frame_id of commands")
+    overlay_topic: str = param("~/keep_mask_overlay", "sensor_msgs/Image: camera frame with dropped patches dimmed")
+    overlay_camera: str = param("agentview", "camera drawn on the overlay")
+    diagnostics_topic: str = param("/diagnostics", "diagnostic_msgs/DiagnosticArray")
+    # --- timing ------------------------------------------------------------------------------
+    control_rate_hz: float = param(30.0, "command publish rate")
+    replan_remaining: int = param(2, "request the next chunk when this many actions remain")
+    align_chunks: bool = param(True, "drop the actions of a new chunk that the robot already lived through")
+    stale_periods: float = param(2.0, "camera older than this many control periods -> hold")
+    max_chunk_pause_s: float = param(0.5, "a chunk paused by an input hold resumes if the hold is shorter; "
+                                     "longer holds drop it (re-plan from a fresh observation)")
+    # --- safety limits (one value per action dimension) ----------------------------------------
+    action_low: list[float] = param([-1.0] * 7, "lower clamp per dimension")
+    action_high: list[float] = param([1.0] * 7, "upper clamp per dimension")
+    max_delta_per_period: list[float] = param([0.5] * 6 + [2.0], "max change per control period per dimension")
+
+    @property
+    def action_dim(self) -> int:
+        return DELTA_EEF_DIM if self.action_mode == "delta_eef" else len(self.joint_names)
+
+    @property
+    def period(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+    def __post_init__(self) -> None:
+        who = self.NODE
+        _check(bool(self.policy), who, "policy", self.policy, "'checkpoint' or 'module:factory'")
+        _check(self.policy != "checkpoint" or bool(self.checkpoint), who, "checkpoint", self.checkpoint,
+               "set a checkpoint folder, or choose a test double: policy:=ros_nodes.testing:slow_fake_policy")
+        _check(self.policy == "checkpoint" or ":" in self.policy, who, "policy", self.policy,
+               "'checkpoint' or 'package.module:factory'")
+        _check(len(self.camera_names) > 0 and len(set(self.camera_names)) == len(self.camera_names), who,
+               "camera_names", self.camera_names, "non-empty, unique")
+        _check(len(self.camera_topics) == len(self.camera_names) and all(self.camera_topics), who,
+               "camera_topics", self.camera_topics, f"one non-empty topic per camera {self.camera_names}")
+        _check(self.state_source in ("ee_pose", "joint_state"), who, "state_source", self.state_source,
+               "'ee_pose' or 'joint_state'")
+        if self.state_source == "joint_state":
+            _check(len(self.state_joint_names) > 0, who, "state_joint_names", self.state_joint_names,
+                   "list the joints that make up the state")
+        _check(self.action_mode in ("delta_eef", "joint"), who, "action_mode", self.action_mode,
+               "'delta_eef' or 'joint'")
+        if self.action_mode == "joint":
+            _check(len(self.joint_names) > 0, who, "joint_names", self.joint_names, "list the commanded joints")
+        _check(0 < self.control_rate_hz <= 1000, who, "control_rate_hz", self.control_rate_hz, "in (0, 1000]")
+        _check(self.replan_remaining >= 0, who, "replan_remaining", self.replan_remaining, ">= 0")
+        _check(self.stale_periods >= 1.0, who, "stale_periods", self.stale_periods, ">= 1")
+        _check(self.max_chunk_pause_s >= 0.0, who, "max_chunk_pause_s", self.max_chunk_pause_s, ">= 0")
+        _check(self.max_image_pixels >= 1, who, "max_image_pixels", self.max_image_pixels, ">= 1")
+        _check(self.max_instruction_chars >= 1, who, "max_instruction_chars", self.max_instruction_chars, ">= 1")
+        for name in ("action_low", "action_high", "max_delta_per_period"):
+            values = getattr(self, name)
+            _check(len(values) == self.action_dim, who, name, values,
+                   f"{self.action_dim} values (one per action dimension, action_mode={self.action_mode})")
+            _check(all(math.isfinite(v) for v in values), who, name, values, "finite numbers")
+        _check(all(lo < hi for lo, hi in zip(self.action_low, self.action_high)), who, "action_low",
+               self.action_low, f"each < action_high {self.action_high}")
+        _check(all(v > 0 for v in self.max_delta_per_period), who, "max_delta_per_period",
+               self.max_delta_per_period, "all > 0")
+
+
+@dataclass
+class SimBridgeParams:
+    NODE = "sim_bridge_node"
+    env: str = param("tabletop", "env config: a name in configs/env/ or a path to a YAML file")
+    env_overrides: str = param("", "env config overrides, 'key=value key=value'")
+    task: str = param("", "task name ('' = the suite's first task)")
+    episode_index: int = param(0, "layout / init-state index of the first episode (then +1 per reset)")
+    rate_hz: float = param(30.0, "sim steps and camera/state publish rate")
+    start_on_launch: bool = param(True, "start the first episode at launch")
+    wait_for_policy: bool = param(True, "start the first episode only once a command publisher (the "
+                                  "policy node, after loading its checkpoint) is seen on delta_topic")
+    auto_reset: bool = param(False, "start the next episode when one ends")
+    command_timeout_periods: float = param(2.0, "a delta command older than this many sim periods is "
+                                           "dropped (the arm holds: zero delta, gripper kept)")
+    camera_topic_prefix: str = param("/vla/camera", "publishes <prefix>/<camera>/image_raw")
+    ee_pose_topic: str = param("/vla/ee_pose", "geometry_msgs/PoseStamped")
+    joint_state_topic: str = param("/vla/joint_states", "sensor_msgs/JointState (gripper fingers)")
+    gripper_joint_names: list[str] = param(["left_finger", "right_finger"], "names for state[6:8]")
+    instruction_topic: str = param("/vla/instruction", "std_msgs/String (latched) at every episode start")
+    episode_start_topic: str = param("/vla/episode_start", "std_msgs/String instruction, once per episode")
+    episode_success_topic: str = param("/vla/episode_success", "std_msgs/Bool when an episode ends")
+    reset_topic: str = param("/vla/reset", "std_msgs/String: start a new episode ('' = same task)")
+    delta_topic: str = param("/vla/cmd/delta_eef", "geometry_msgs/TwistStamped commands in")
+    gripper_topic: str = param("/vla/cmd/gripper", "std_msgs/Float64 gripper command in")
+    frame_id: str = param("world", "frame of the published pose")
+
+    @property
+    def period(self) -> float:
+        return 1.0 / self.rate_hz
+
+    def __post_init__(self) -> None:
+        who = self.NODE
+        _check(bool(self.env), who, "env", self.env, "an env config name (e.g. tabletop) or YAML path")
+        _check(0 < self.rate_hz <= 1000, who, "rate_hz", self.rate_hz, "in (0, 1000]")
+        _check(self.episode_index >= 0, who, "episode_index", self.episode_index, ">= 0")
+        _check(self.command_timeout_periods >= 1.0, who, "command_timeout_periods", self.command_timeout_periods, ">= 1")
+        _check(len(self.gripper_joint_names) == 2, who, "gripper_joint_names", self.gripper_joint_names, "two names")
+        for item in self.env_overrides.split():
+            _check("=" in item, who, "env_overrides", self.env_overrides, "'key=value' items")
+
+
+PARAMS_BY_NODE = {cls.NODE: cls for cls in (PolicyNodeParams, SimBridgeParams)}
+
+
+# ------------------------------------------------------------------------------- building values
+def _coerce(value: Any, kind: str, who: str, name: str) -> Any:
+    def bad(expected: str) -> ParamError:
+        return ParamError(f"{who}: invalid parameter '{name}' = {value!r}: expected {expected}")
+
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise bad("true or false")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad("an integer")
+    if kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad("a number")
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+        raise bad("a string")
+    if kind.startswith("list["):
+        items = list(value) if isinstance(value, (list, tuple)) else None
+        if items is None:  # rclpy gives arrays as list or array.array
+            try:
+                items = list(value)
+            except TypeError:
+                raise bad(f"a list ({kind})") from None
+            if isinstance(value, (str, bytes)):
+                raise bad(f"a list ({kind})")
+        inner = kind[5:-1]
+        return [_coerce(v, inner, who, name) for v in items]
+    raise AssertionError(kind)
+
+
+def build(cls, values: dict[str, Any]):
+    """Coerce ``values`` (name -> raw value) into ``cls``; unknown names raise with a hint."""
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(names) - ROS_BUILTIN_PARAMS)
+    if unknown:
+        hints = [f"'{u}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(u, names, 1)) else "")
+                 for u in unknown]
+        raise ParamError(f"{cls.NODE}: unknown parameter(s) {', '.join(hints)}. Valid: {', '.join(names)}")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in values and values[f.name] is not None:
+            kwargs[f.name] = _coerce(values[f.name], str(f.type), cls.NODE, f.name)
+    return cls(**kwargs)
+
+
+def parse_param_text(node_name: str, name: str, text: str) -> Any:
+    """A launch-argument / command-line string -> the parameter's value: kept as text for string
+    parameters (so instruction:=yes stays 'yes'), YAML-parsed otherwise (15 -> 15, [a, b] -> list)."""
+    cls = PARAMS_BY_NODE[node_name]
+    kinds = {f.name: str(f.type) for f in fields(cls)}
+    if kinds.get(name) == "str":
+        return text
+    return yaml.safe_load(text)
+
+
+def defaults(cls) -> dict[str, Any]:
+    return {f.name: (f.default_factory() if f.default is MISSING else f.default) for f in fields(cls)}
+
+
+def declare(node, cls):
+    """Declare every field of ``cls`` on ``node`` and return the validated values.
+
+    The declared parameters then hold the validated values (15 -> 15.0 for a float), and later
+    changes (`ros2 param set`) are refused: the nodes read their parameters once, at start-up."""
+    from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+    from rclpy.parameter import Parameter
+
+    given = dict(getattr(node, "_parameter_overrides", {}))  # what the params file / -p gave us
+    values = {name: param.value for name, param in given.items()}
+    for f in fields(cls):
+        default = f.default_factory() if f.default is MISSING else f.default
+        desc = ParameterDescriptor(description=f.metadata["help"], dynamic_typing=True)
+        values[f.name] = node.declare_parameter(f.name, default, desc).value
+    result = build(cls, values)
+    node.set_parameters([Parameter(f.name, value=getattr(result, f.name)) for f in fields(cls)
+                         if getattr(result, f.name) != []])  # an empty list has no ROS type
+    node.add_on_set_parameters_callback(lambda _params: SetParametersResult(
+        successful=False, reason=f"{cls.NODE} reads its parameters at start-up: relaunch with the new value"))
+    return result
+
+
+# ---------------------------------------------------------------------------------- params files
+def read_params_file(path: str | Path, node_name: str) -> dict[str, Any]:
+    """The ``ros__parameters`` of ``node_name`` in a ROS 2 params file (``{}`` if it has none)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ParamError(f"{path}: not a ROS 2 params file (expected 'node_name: {{ros__parameters: ...}}')")
+    for key in (node_name, f"/{node_name}", "/**"):
+        if key in data:
+            section = data[key] or {}
+            if not isinstance(section, dict) or not isinstance(section.get("ros__parameters", {}), dict):
+                raise ParamError(f"{path}: '{key}' must hold a 'ros__parameters' mapping")
+            return dict(section.get("ros__parameters") or {})
+    return {}
+
+
+def write_params_file(path: str | Path, node_name: str, values: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({node_name: {"ros__parameters": values}}, sort_keys=False))
+    return path

@@ -1,0 +1,541 @@
+"""Policy node: camera + state + instruction topics -> ChunkPolicy -> broker -> safety -> commands.
+
+Thin by design (STYLE Do #6): message checks/conversions live in ``conversions.py``, chunk timing in
+``chunk_broker.py``, limits and holds in ``safety_filter.py``; the model is behind the
+``vla.runtime.ChunkPolicy`` boundary. Inference runs on a worker thread, never on the executor:
+
+    control loop (own thread, control_rate_hz) --- every tick --------------------------------------
+      inputs ok? (each camera fresh within stale_periods, state seen, instruction non-empty)
+        yes: broker wants a chunk (<= replan_remaining left, none in flight)? -> snapshot -> worker
+        no : hold; the chunk pauses (resumed after a hiccup < max_chunk_pause_s, else dropped)
+      action = broker.tick()  (None if the chunk ran out)  -> safety.step(action, hold reasons)
+      publish the (possibly hold) command
+    worker thread: obs = images/state/instruction -> policy.infer(obs) -> broker.deliver(chunk)
+                   + diagnostics (latency, visual tokens, GFLOPs) + keep-mask overlay
+
+Topics (defaults; all are parameters, see configs/ros/policy_node.yaml):
+  sub /vla/camera/<cam>/image_raw sensor_msgs/Image, sensor-data QoS, rgb8|bgr8|mono8, any size
+  sub /vla/ee_pose                geometry_msgs/PoseStamped      (state_source=ee_pose: state[0:6])
+  sub /vla/joint_states           sensor_msgs/JointState         (gripper fingers -> state[6:8], or
+                                                                  the whole state for joint_state)
+  sub /vla/instruction            std_msgs/String (volatile AND transient-local subscriptions, so
+                                  both `ros2 topic pub` and latched publishers are heard; a volatile
+                                  publisher logs one "incompatible QoS" warning for the latter)
+  sub /vla/episode_start          std_msgs/String: reset policy, broker and safety filter
+  pub /vla/cmd/delta_eef          geometry_msgs/TwistStamped     (action_mode=delta_eef)
+  pub /vla/cmd/gripper            std_msgs/Float64               (action_mode=delta_eef)
+  pub /vla/cmd/joint_trajectory   trajectory_msgs/JointTrajectory (action_mode=joint)
+  pub ~/keep_mask_overlay         sensor_msgs/Image
+  pub /diagnostics                diagnostic_msgs/DiagnosticArray
+
+Delta-EEF command (the documented choice): TwistStamped linear = delta position, angular = delta
+axis-angle rotation, both in the policy's normalised per-control-step units (sim/spaces.py: [-1, 1],
+the robot's controller scales them, e.g. tabletop 1.0 = 2 cm / 0.15 rad); the gripper is a separate
+Float64 (-1 open, +1 close), published first in the same tick. A consumer keeps the last gripper value
+(zero-order hold). TwistStamped is what servo-style controllers (e.g. MoveIt Servo) take.
+Hold (safety_filter.py): zero twist, gripper unchanged; in joint mode the last safe command.
+"""
+
+from __future__ import annotations
+
+import importlib
+import queue
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any
+
+import numpy as np
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64, String
+from trajectory_msgs.msg import JointTrajectory
+
+from ros_nodes import conversions as conv
+from ros_nodes.chunk_broker import ChunkBroker
+from ros_nodes.nodes import CONFIG_DIR, parse_launch_value
+from ros_nodes.params import ParamError, PolicyNodeParams, declare
+from ros_nodes.safety_filter import SafetyFilter
+from vla.runtime import ChunkPolicy
+
+LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def make_policy(p: PolicyNodeParams, handles: dict[str, Any]) -> ChunkPolicy:
+    """``policy='checkpoint'`` -> ``vla.runtime.load_policy``; ``'module:factory'`` -> factory(params, handles)."""
+    options = {k: parse_launch_value(v) for k, _, v in (item.partition("=") for item in p.policy_options.split())}
+    if p.policy == "checkpoint":
+        from vla.runtime import load_policy
+
+        if p.compressor:
+            options["compressor"] = compressor_override(p.compressor)
+        policy = load_policy(p.checkpoint, device=p.device, **options)
+        policy.gflops = _count_gflops(policy)
+    else:
+        module, _, name = p.policy.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise ParamError(f"policy_node: invalid parameter 'policy' = {p.policy!r}: {e}") from e
+        try:
+            policy = factory(params=p, handles=handles, **options)
+        except (TypeError, ValueError) as e:  # bad options, or a double used where it cannot work
+            raise ParamError(f"policy_node: policy '{p.policy}' (policy_options '{p.policy_options}'): {e}") from e
+    if not isinstance(policy, ChunkPolicy):
+        raise ParamError(f"policy_node: {p.policy} returned {type(policy).__name__}, not a ChunkPolicy")
+    return policy
+
+
+def compressor_override(name: str) -> dict[str, Any]:
+    """configs/compressor/<name>.yaml -> the load-time override {"name": ..., "kwargs": {...}}."""
+    path = CONFIG_DIR / "compressor" / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(f.stem for f in path.parent.glob("*.yaml"))
+        raise ParamError(f"policy_node: invalid parameter 'compressor' = {name!r}: not one of {names}")
+    preset = yaml.safe_load(path.read_text()) or {}
+    return {"name": preset.pop("name", name), "kwargs": preset}
+
+
+def _count_gflops(policy: Any) -> float | None:
+    """FLOPs of one policy call, counted once at start-up (the token budget fixes them)."""
+    try:
+        from vla.profiling import count_flops, make_batch
+
+        flops = count_flops(policy.policy, make_batch(policy.policy, policy.preprocessor))["total"]
+        policy.reset()
+        return flops / 1e9
+    except Exception:  # noqa: BLE001 - diagnostics only: report "n/a" rather than refuse to start
+        return None
+
+
+class _Rejections:
+    """Counts rejected messages per source; logs a reason when a source turns bad, again when good."""
+
+    def __init__(self, logger):
+        self.logger, self.counts, self._bad = logger, {}, set()
+
+    def bad(self, source: str, reason: str) -> None:
+        self.counts[source] = self.counts.get(source, 0) + 1
+        if source not in self._bad:
+            self._bad.add(source)
+            self.logger.warning(f"rejecting {source}: {reason}")
+
+    def good(self, source: str) -> None:
+        if source in self._bad:
+            self._bad.discard(source)
+            self.logger.info(f"{source}: valid again ({self.counts[source]} rejected so far)")
+
+
+class PolicyNode(Node):
+    def __init__(self, cli_args: list[str] | None = None, handles: dict[str, Any] | None = None,
+                 policy: ChunkPolicy | None = None, context=None):
+        super().__init__("policy_node", cli_args=cli_args, context=context)
+        self.p = p = declare(self, PolicyNodeParams)
+        log = self.get_logger()
+        self.policy = policy if policy is not None else make_policy(p, handles or {})
+        self.broker = ChunkBroker(p.replan_remaining, p.align_chunks)
+        delta = p.action_mode == "delta_eef"
+        self.safety = SafetyFilter(
+            p.action_low, p.action_high, p.max_delta_per_period,
+            keep_dims=(6,) if delta else range(p.action_dim),
+            initial=[0.0] * 6 + [-1.0] if delta else None,
+            warn=log.warning, info=log.info, debug=log.debug)
+        self.rejected = _Rejections(log)
+        self.stats = {"commands": 0, "holds": 0, "chunks": 0, "inference_failures": 0}
+        self.hold_counts: dict[str, int] = {}  # reason -> control ticks held for it
+        self.last_inference: dict[str, Any] = {}  # the last inference diagnostics
+        self.frame_to_action_ms: deque[float] = deque(maxlen=10_000)
+        self.inference_ms: deque[float] = deque(maxlen=10_000)
+        self._publish_times: deque[float] = deque(maxlen=256)
+
+        self._lock = threading.Lock()  # guards the latest inputs below (callbacks vs control tick)
+        self._frames: dict[str, tuple[Image, float]] = {}
+        self._pose6: np.ndarray | None = None
+        self._gripper: np.ndarray | None = None
+        self._joint_state: np.ndarray | None = None
+        self._command_joints: np.ndarray | None = None  # joint mode: measured positions of joint_names
+        self._instruction = ""
+        self._reset_pending: str | bool = False  # False, "instruction" or "episode"
+        self._failed = False
+        self._have_command = False
+        self._held_ticks = 0  # consecutive ticks held for lost inputs
+        self._warned_replan = False
+        self._last_reasons: tuple[str, ...] = ()
+        self._set_instruction(p.instruction, "parameter")
+
+        sensors = ReentrantCallbackGroup()
+        for cam, topic in zip(p.camera_names, p.camera_topics):
+            self.create_subscription(Image, topic, lambda m, c=cam: self._on_image(c, m), qos_profile_sensor_data,
+                                     callback_group=sensors)
+        self.create_subscription(JointState, p.joint_state_topic, self._on_joint_state, qos_profile_sensor_data,
+                                 callback_group=sensors)
+        if p.state_source == "ee_pose":
+            self.create_subscription(PoseStamped, p.ee_pose_topic, self._on_pose, qos_profile_sensor_data,
+                                     callback_group=sensors)
+        for qos in (10, LATCHED):
+            self.create_subscription(String, p.instruction_topic, self._on_instruction, qos, callback_group=sensors)
+        self.create_subscription(String, p.reset_topic, self._on_episode_start, 10, callback_group=sensors)
+
+        if delta:
+            self._pub_twist = self.create_publisher(TwistStamped, p.delta_topic, 10)
+            self._pub_gripper = self.create_publisher(Float64, p.gripper_topic, 10)
+        else:
+            self._pub_traj = self.create_publisher(JointTrajectory, p.trajectory_topic, 10)
+        self._pub_overlay = self.create_publisher(Image, p.overlay_topic, qos_profile_sensor_data)
+        self._pub_diag = self.create_publisher(DiagnosticArray, p.diagnostics_topic, 10)
+
+        self._worker = _InferenceWorker(self)
+        self._worker.start()
+        self._control = _ControlLoop(self._on_control_tick, p.period, log)
+        self._control.start()
+        self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
+        log.info(f"policy '{p.policy}' ready: {len(p.camera_names)} cameras, {p.action_mode} at "
+                 f"{p.control_rate_hz:g} Hz, re-plan at {p.replan_remaining} actions left")
+
+    # ------------------------------------------------------------------------------- inputs
+    def _on_image(self, cam: str, msg: Image) -> None:
+        try:
+            conv.check_image(msg, self.p.max_image_pixels)
+        except conv.BadMessage as e:
+            self.rejected.bad(f"camera '{cam}'", str(e))
+            return
+        self.rejected.good(f"camera '{cam}'")
+        with self._lock:
+            self._frames[cam] = (msg, time.monotonic())
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        p = self.p
+        wanted = {"joint_state": p.state_joint_names, "ee_pose": p.gripper_joint_names}[p.state_source]
+        try:
+            if p.action_mode == "joint" and set(p.joint_names) <= set(msg.name):
+                joints = conv.joint_positions(msg, p.joint_names)
+                with self._lock:
+                    self._command_joints = joints
+            if not set(wanted) & set(msg.name):
+                return  # another publisher's joints (e.g. arm vs gripper driver): not ours
+            values = conv.joint_positions(msg, wanted)
+        except conv.BadMessage as e:
+            self.rejected.bad("joint state", str(e))
+            return
+        self.rejected.good("joint state")
+        with self._lock:
+            if p.state_source == "joint_state":
+                self._joint_state = values.astype(np.float32)
+            else:
+                self._gripper = values
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        try:
+            state = conv.state_from_pose(msg, np.zeros(0), shortest=self.p.axis_angle_shortest)
+        except conv.BadMessage as e:
+            self.rejected.bad("ee pose", str(e))
+            return
+        self.rejected.good("ee pose")
+        with self._lock:
+            self._pose6 = state
+
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data
+        if len(text) > self.p.max_instruction_chars:
+            self.rejected.bad("instruction", f"{len(text)} characters > max_instruction_chars "
+                                             f"{self.p.max_instruction_chars}; holding until a valid one arrives")
+            text = ""
+        else:
+            self.rejected.good("instruction")
+        self._set_instruction(text, "topic")
+
+    def _set_instruction(self, text: str, source: str) -> None:
+        text = text.strip()
+        with self._lock:
+            changed, self._instruction = text != self._instruction, text
+            if changed:  # a new task: drop the old chunk and reset the policy, but keep the safety
+                # filter's last command (the gripper may be holding something)
+                self._reset_pending = self._reset_pending or "instruction"
+        if changed and text:
+            self.get_logger().info(f"instruction ({source}): '{text[:120]}'")
+
+    def _on_episode_start(self, _msg: String) -> None:
+        with self._lock:
+            self._reset_pending = "episode"  # the robot/sim was reset too: start the filter afresh
+
+    # ------------------------------------------------------------------------- control tick
+    def _hold_reasons(self, now: float) -> set[str]:
+        """Input problems that force a hold (caller holds self._lock)."""
+        reasons = set()
+        max_age = self.p.stale_periods * self.p.period
+        if any(cam not in self._frames or now - self._frames[cam][1] > max_age for cam in self.p.camera_names):
+            reasons.add("camera_stale")
+        if self._state() is None:
+            reasons.add("no_state")
+        if not self._instruction:
+            reasons.add("no_instruction")
+        return reasons
+
+    def _state(self) -> np.ndarray | None:
+        if self.p.state_source == "joint_state":
+            return self._joint_state
+        if self._pose6 is None or self._gripper is None:
+            return None
+        return np.concatenate([self._pose6, self._gripper]).astype(np.float32)
+
+    def _on_control_tick(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            reset, self._reset_pending = self._reset_pending, False
+            reasons = self._hold_reasons(now)
+            snapshot = None
+            if not reasons and self.broker.want_chunk():
+                snapshot = {"frames": {c: self._frames[c][0] for c in self.p.camera_names},
+                            "state": self._state(), "instruction": self._instruction}
+            command_joints = self._command_joints
+        if reset:
+            self.broker.reset()
+            self._worker.reset_policy()
+            if reset == "episode":
+                self.safety.reset()
+                self._have_command = False
+        if reasons:
+            # Inputs lost: hold, and pause the chunk. A hiccup (< max_chunk_pause_s) resumes it where
+            # it stopped; a longer outage drops it, so the robot restarts from a fresh observation.
+            self._held_ticks += 1
+            if self._held_ticks * self.p.period > self.p.max_chunk_pause_s:
+                self.broker.reset()
+        else:
+            self._held_ticks = 0
+        if not reasons and snapshot is not None:
+            stamp = min(conv.stamp_seconds(m.header.stamp) for m in snapshot["frames"].values())
+            token = self.broker.begin_request({"frame_stamp": stamp})
+            self._worker.submit(token, snapshot)
+        action, meta = (None, None) if reasons else self.broker.tick()
+        if self._failed:
+            reasons.add("inference_failed")
+        if meta is not None and meta.get("frame_stamp", 0) > 0:
+            self.frame_to_action_ms.append((self._now_s() - meta["frame_stamp"]) * 1e3)
+        if self.p.action_mode == "joint" and not self._have_command:
+            if command_joints is None:
+                return  # never command a joint position before we know where the arm is
+            self.safety.seed(command_joints)
+        cmd = self.safety.step(action, reasons)
+        self._publish(cmd.values)
+        self._have_command = True
+        self.stats["commands"] += 1
+        self.stats["holds"] += int(cmd.hold)
+        for reason in cmd.reasons:
+            self.hold_counts[reason] = self.hold_counts.get(reason, 0) + 1
+        self._last_reasons = cmd.reasons
+
+    def _publish(self, values: np.ndarray) -> None:
+        stamp = self.get_clock().now().to_msg()
+        if self.p.action_mode == "delta_eef":
+            twist, gripper = conv.delta_eef_msgs(values, stamp, self.p.command_frame_id)
+            self._pub_gripper.publish(gripper)
+            self._pub_twist.publish(twist)
+        else:
+            self._pub_traj.publish(conv.trajectory_msg(values, self.p.joint_names, stamp, self.p.period))
+        self._publish_times.append(time.monotonic())
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ---------------------------------------------------------------------- worker callbacks
+    def on_chunk(self, token: int, out: dict[str, Any], actions: np.ndarray, obs: dict, latency_ms: float) -> None:
+        if not self.broker.deliver(token, actions):
+            return  # orphaned by a reset while inferring
+        self._failed = False
+        self.stats["chunks"] += 1
+        self.inference_ms.append(latency_ms)
+        gflops = out.get("gflops", getattr(self.policy, "gflops", None))
+        values = {"latency_ms": latency_ms, "chunk_len": len(actions),
+                  "visual_tokens": int(out.get("visual_tokens", 0)),
+                  "gflops": "n/a" if gflops is None else float(gflops),
+                  **{f"timing_ms.{k}": float(v) for k, v in (out.get("timing_ms") or {}).items()}}
+        self.last_inference = values
+        periods = latency_ms / (1e3 * self.p.period)
+        if periods > self.p.replan_remaining + 1 and not self._warned_replan:
+            self._warned_replan = True  # once: the broker runs dry and the robot holds between chunks
+            self.get_logger().warning(
+                f"inference took {latency_ms:.0f} ms = {periods:.1f} control periods, but the next chunk is "
+                f"requested with replan_remaining={self.p.replan_remaining} actions left: the robot will "
+                f"hold between chunks. Set replan_remaining >= {int(periods) + 1} (with a longer chunk).")
+        self._diagnostics("inference", DiagnosticStatus.OK, "chunk inferred", values)
+        masks = out.get("keep_masks") or {}
+        cam = self.p.overlay_camera
+        if cam in masks and cam in obs["images"] and self._pub_overlay.get_subscription_count() > 0:
+            overlay = conv.keep_mask_overlay(obs["images"][cam], masks[cam])
+            self._pub_overlay.publish(conv.rgb_to_image(overlay, self.get_clock().now().to_msg(), cam))
+
+    def on_inference_error(self, token: int, error: BaseException) -> None:
+        self.broker.fail(token)
+        self.broker.reset()
+        self.stats["inference_failures"] += 1
+        if not self._failed:  # log once per failure streak; the safety filter logs the hold
+            self.get_logger().error(f"inference failed: {error!r}\n{traceback.format_exc(limit=5)}")
+        self._failed = True
+        self._diagnostics("inference", DiagnosticStatus.ERROR, f"inference failed: {error!r}"[:200], {})
+
+    # --------------------------------------------------------------------------- diagnostics
+    def action_rate_hz(self) -> float:
+        t = list(self._publish_times)
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+    def _publish_status(self) -> None:
+        f2a = list(self.frame_to_action_ms)[-100:]
+        level = DiagnosticStatus.WARN if self._last_reasons else DiagnosticStatus.OK
+        values = {"hold": bool(self._last_reasons), "hold_reasons": ",".join(self._last_reasons),
+                  "action_rate_hz": self.action_rate_hz(), **self.stats, "overruns": self._control.overruns,
+                  "tick_errors": self._control.errors,
+                  "frame_to_action_ms_p50": float(np.median(f2a)) if f2a else "n/a",
+                  **{f"held_ticks.{k}": v for k, v in self.hold_counts.items()},
+                  **{f"rejected.{k}": v for k, v in self.rejected.counts.items()}}
+        message = "holding: " + ",".join(self._last_reasons) if self._last_reasons else "running"
+        self._diagnostics("control", level, message, values)
+
+    def _diagnostics(self, what: str, level: bytes, message: str, values: dict) -> None:
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [conv.diagnostic_status(f"{self.get_name()}: {what}", "vla", level, message, values)]
+        self._pub_diag.publish(msg)
+
+    def destroy_node(self) -> None:
+        for thread in ("_control", "_worker"):  # absent if construction failed (e.g. a bad parameter)
+            if hasattr(self, thread):
+                getattr(self, thread).stop()
+        super().destroy_node()
+
+
+class _ControlLoop(threading.Thread):
+    """Calls ``tick`` every ``period`` on the steady clock, on its own thread rather than an executor
+    timer: executor dispatch under load delays ticks by more than a period, and rcl timers then skip
+    them. Ticks up to CATCH_UP periods late are caught up at once (a FIFO consumer such as the sim
+    bridge applies every command once, so the count matters more than exact spacing; a consumer
+    that keeps the latest command just sees the newest); further behind, the schedule restarts from
+    now and the skipped ticks are counted in ``overruns``."""
+
+    CATCH_UP = 5
+
+    def __init__(self, tick, period: float, logger=None):
+        super().__init__(name="policy_node.control", daemon=True)
+        self.tick, self.period, self.overruns, self.errors = tick, period, 0, 0
+        self.logger = logger
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout=5.0)
+
+    def run(self) -> None:
+        next_t = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                self.tick()
+            except Exception as e:  # noqa: BLE001 - the loop must outlive a bad tick
+                self.errors += 1
+                if self.logger is not None and self.errors in (1, 10, 100, 1000):
+                    self.logger.error(f"control tick failed ({self.errors}x): {e!r}\n{traceback.format_exc(limit=5)}")
+            next_t += self.period
+            behind = time.monotonic() - next_t
+            if behind > self.CATCH_UP * self.period:
+                self.overruns += int(behind / self.period)
+                next_t = time.monotonic()
+            self._stopping.wait(max(0.0, next_t - time.monotonic()))
+
+
+class _InferenceWorker(threading.Thread):
+    """Runs every policy call (infer and reset) on one thread, off the executor."""
+
+    def __init__(self, node: PolicyNode):
+        super().__init__(name="policy_node.inference", daemon=True)
+        self.node = node
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._reset = threading.Event()
+        self._stopping = threading.Event()
+
+    def submit(self, token: int, snapshot: dict) -> None:
+        try:
+            self._queue.put_nowait((token, snapshot))
+        except queue.Full:  # cannot happen while the broker allows one request in flight
+            self.node.broker.fail(token)
+
+    def reset_policy(self) -> None:
+        self._reset.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=5.0)
+
+    def run(self) -> None:
+        node = self.node
+        while not self._stopping.is_set():
+            try:
+                token, snap = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                if self._reset.is_set():
+                    self._reset.clear()
+                    self._call_reset()
+                continue
+            if self._reset.is_set():
+                self._reset.clear()
+                self._call_reset()
+            try:
+                obs = {"images": {c: conv.image_to_rgb(m, node.p.max_image_pixels) for c, m in snap["frames"].items()},
+                       "state": snap["state"], "instruction": snap["instruction"]}
+                t0 = time.perf_counter()
+                out = node.policy.infer(obs)
+                latency_ms = (time.perf_counter() - t0) * 1e3
+                actions = _check_chunk(out, node.p.action_dim)
+            except Exception as e:  # noqa: BLE001 - any policy failure must become a hold, not a crash
+                node.on_inference_error(token, e)
+                continue
+            node.on_chunk(token, out, actions, obs, latency_ms)
+
+    def _call_reset(self) -> None:
+        try:
+            self.node.policy.reset()
+        except Exception as e:  # noqa: BLE001
+            self.node.get_logger().error(f"policy.reset() failed: {e!r}")
+
+
+def _check_chunk(out: Any, dim: int) -> np.ndarray:
+    if not isinstance(out, dict) or "actions" not in out:
+        raise ValueError("policy.infer must return a dict with 'actions'")
+    actions = np.asarray(out["actions"], dtype=np.float32)
+    if actions.ndim == 1:
+        actions = actions[None]
+    if actions.ndim != 2 or actions.shape[0] < 1 or actions.shape[1] != dim:
+        raise ValueError(f"actions must be [H >= 1, {dim}], got {actions.shape}")
+    if not np.all(np.isfinite(actions)):
+        raise ValueError("actions contain NaN/Inf")
+    return actions
+
+
+def main(args: list[str] | None = None) -> None:
+    """`ros2 run vla policy_node --ros-args --params-file configs/ros/policy_node.yaml [-p k:=v]`."""
+    rclpy.init(args=args)
+    try:
+        node = PolicyNode()
+    except Exception as e:  # noqa: BLE001 - a start-up error is one clear line, then exit
+        print(f"[FATAL] policy_node: {e}" if not isinstance(e, ParamError) else f"[FATAL] {e}", flush=True)
+        rclpy.try_shutdown()
+        raise SystemExit(2) from None
+    executor = MultiThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

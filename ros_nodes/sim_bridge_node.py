@@ -1,0 +1,272 @@
+"""Sim bridge node: a `sim/` env (tabletop or LIBERO, via sim.factory) behind robot-like topics.
+
+Every sim period (rate_hz), on its own thread (MuJoCo's GL context belongs to the thread that made
+it), it applies the oldest pending delta-EEF command (FIFO, so a command that arrives a little early
+or late is still applied exactly once; commands older than command_timeout_periods are dropped),
+steps the env, and publishes cameras + state. With no pending
+command the arm holds: zero delta, last gripper command. It does not step between episodes, and
+(wait_for_policy) starts the first one only once a command publisher exists, so a policy node that
+spends a minute loading its checkpoint does not miss the episode.
+
+Topics (defaults; parameters in configs/ros/sim_bridge_node.yaml):
+  pub /vla/camera/<cam>/image_raw  sensor_msgs/Image rgb8, sensor-data QoS (cam: agentview, wrist)
+  pub /vla/ee_pose                 geometry_msgs/PoseStamped (state[0:6]; quaternion from axis-angle)
+  pub /vla/joint_states            sensor_msgs/JointState (gripper fingers = state[6:8])
+  pub /vla/instruction             std_msgs/String, latched (transient local), at every episode start
+  pub /vla/episode_start           std_msgs/String (the instruction), once per episode
+  pub /vla/episode_success         std_msgs/Bool, latched, when an episode ends (False = timed out)
+  sub /vla/cmd/delta_eef           geometry_msgs/TwistStamped (through the policy node's safety filter)
+  sub /vla/cmd/gripper             std_msgs/Float64
+  sub /vla/reset                   std_msgs/String: start a new episode ('' = same task, else a task name)
+
+``env``, ``obs``, ``lock`` and ``episode_index`` are public so an in-process test double
+(ros_nodes.testing.expert_policy) can read privileged sim state; nothing else depends on them.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64, String
+
+from ros_nodes import conversions as conv
+from sim.spaces import CAMERAS
+from ros_nodes.nodes import CONFIG_DIR, parse_launch_value
+from ros_nodes.params import ParamError, SimBridgeParams, declare
+from ros_nodes.policy_node import LATCHED
+
+
+def load_env_config(env: str, overrides: str = ""):
+    """An env config by name (configs/env/<name>.yaml) or path, with 'key=value' overrides."""
+    from omegaconf import OmegaConf
+
+    path = Path(env) if env.endswith((".yaml", ".yml")) else CONFIG_DIR / "env" / f"{env}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in (CONFIG_DIR / "env").glob("*.yaml"))
+        raise ParamError(f"sim_bridge_node: invalid parameter 'env' = {env!r}: no {path}. Env configs: {names}")
+    cfg = OmegaConf.load(path)
+    for item in overrides.split():
+        key, _, value = item.partition("=")
+        OmegaConf.update(cfg, key, parse_launch_value(value), force_add=True)
+    return cfg
+
+
+class SimBridgeNode(Node):
+    def __init__(self, cli_args: list[str] | None = None, handles: dict[str, Any] | None = None, context=None):
+        super().__init__("sim_bridge_node", cli_args=cli_args, context=context)
+        os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering, as the vla CLI does
+        import sim.factory as factory  # lazy: the policy node alone never imports a simulator
+
+        self.p = p = declare(self, SimBridgeParams)
+        self.factory = factory
+        self.env_cfg = load_env_config(p.env, p.env_overrides)
+        tasks = factory.task_names(self.env_cfg)
+        if p.task and p.task not in tasks:
+            raise ParamError(f"sim_bridge_node: invalid parameter 'task' = {p.task!r}: not in {tasks}")
+        self.task = p.task or tasks[0]
+        self.lock = threading.RLock()  # guards env/obs: the sim thread vs in-process test doubles
+        self.env = None
+        self.obs: dict | None = None
+        self.instruction = ""
+        self.episode_index = p.episode_index - 1
+        self.running = False
+        self.steps = 0
+        self.results: list[dict] = []
+        self.stats = {"steps": 0, "commands_applied": 0, "hold_steps": 0, "commands_dropped": 0, "commands_rejected": 0}
+        self._commands: deque[tuple[np.ndarray, float]] = deque(maxlen=4)
+        self._gripper = -1.0
+        self._episode_t0 = 0.0
+        self._bad_command = False
+
+        self._pub_cam = {cam: self.create_publisher(Image, f"{p.camera_topic_prefix}/{cam}/image_raw",
+                                                    qos_profile_sensor_data)
+                         for cam in CAMERAS}
+        self._pub_pose = self.create_publisher(PoseStamped, p.ee_pose_topic, qos_profile_sensor_data)
+        self._pub_joints = self.create_publisher(JointState, p.joint_state_topic, qos_profile_sensor_data)
+        self._pub_instruction = self.create_publisher(String, p.instruction_topic, LATCHED)
+        self._pub_start = self.create_publisher(String, p.episode_start_topic, 10)
+        self._pub_success = self.create_publisher(Bool, p.episode_success_topic, LATCHED)
+        inputs = ReentrantCallbackGroup()
+        self.create_subscription(TwistStamped, p.delta_topic, self._on_delta, 10, callback_group=inputs)
+        self.create_subscription(Float64, p.gripper_topic, self._on_gripper, 10, callback_group=inputs)
+        self.create_subscription(String, p.reset_topic, self._on_reset, 10, callback_group=inputs)
+        # The sim runs on its own thread at rate_hz (like a robot driver), not on an executor timer.
+        self._resets: queue.Queue[str] = queue.Queue()
+        self._stopping, self._ready = threading.Event(), threading.Event()
+        self._startup_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._sim_loop, name="sim_bridge_node.sim", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    # ------------------------------------------------------------------------------- commands
+    def _on_delta(self, msg: TwistStamped) -> None:
+        delta = conv.delta_eef_action(msg, 0.0)[:6]
+        if not np.all(np.isfinite(delta)):
+            self._reject_command("non-finite delta command")
+            return
+        self._bad_command = False
+        self._commands.append((np.clip(delta, -1.0, 1.0), time.monotonic()))
+
+    def _on_gripper(self, msg: Float64) -> None:
+        if not np.isfinite(msg.data):
+            self._reject_command("non-finite gripper command")
+            return
+        self._gripper = float(np.clip(msg.data, -1.0, 1.0))
+
+    def _reject_command(self, why: str) -> None:
+        self.stats["commands_rejected"] += 1
+        if not self._bad_command:
+            self.get_logger().warning(f"rejecting {why}; the arm holds")
+        self._bad_command = True
+
+    def _next_command(self, now: float) -> np.ndarray | None:
+        max_age = self.p.command_timeout_periods * self.p.period
+        while self._commands:
+            delta, received = self._commands.popleft()
+            if now - received <= max_age:
+                return delta
+            self.stats["commands_dropped"] += 1
+        return None
+
+    # -------------------------------------------------------------------------------- episodes
+    def _on_reset(self, msg: String) -> None:
+        self._resets.put(msg.data.strip() or self.task)
+
+    def _sim_loop(self) -> None:
+        """The only thread that touches the env: MuJoCo's EGL context belongs to its creating thread."""
+        try:
+            with self.lock:
+                self.env = self.factory.make_env(self.env_cfg, self.task, cameras=True)
+        except BaseException as e:  # noqa: BLE001 - reported to the constructor
+            self._startup_error = e
+            return
+        finally:
+            self._ready.set()
+        if self.p.start_on_launch:
+            if self.p.wait_for_policy:
+                self.get_logger().info(f"waiting for a command publisher on {self.p.delta_topic}")
+                while not self._stopping.is_set() and self.count_publishers(self.p.delta_topic) == 0:
+                    self._stopping.wait(0.1)
+            self._resets.put(self.task)
+        next_t = time.monotonic()
+        while not self._stopping.is_set():
+            while not self._resets.empty():
+                task = self._resets.get_nowait()
+                try:
+                    self._reset_episode(task)
+                except Exception as e:  # noqa: BLE001 - a bad reset request must not kill the bridge
+                    self.get_logger().error(f"reset to task '{task[:80]}' failed: {e}")
+            if self.running:
+                self._step()
+            next_t += self.p.period
+            delay = next_t - time.monotonic()
+            if delay < -self.p.period:  # fell behind (slow render): do not try to catch up in a burst
+                next_t, delay = time.monotonic(), 0.0
+            self._stopping.wait(max(0.0, delay))
+        with self.lock:
+            if self.env is not None:
+                self.env.close()
+                self.env = None
+
+    def _reset_episode(self, task: str) -> None:
+        with self.lock:
+            if task != self.task:
+                self.env.close()
+                self.env, self.task = None, task
+                self.env = self.factory.make_env(self.env_cfg, task, cameras=True)
+            self.episode_index += 1
+            options = self.factory.reset_options(self.env_cfg, task, self.episode_index)
+            self.obs, info = self.env.reset(options=options)
+            base = self.env.unwrapped
+            self.instruction = str(getattr(base, "task_description", info.get("task", "")))
+            self._commands.clear()
+            self._gripper = -1.0
+            self.steps, self.running, self._episode_t0 = 0, True, time.monotonic()
+        self.get_logger().info(f"episode {self.episode_index}: task '{task}': '{self.instruction}'")
+        self._pub_instruction.publish(String(data=self.instruction))
+        self._pub_start.publish(String(data=self.instruction))
+        self._publish_obs()
+
+    def _step(self) -> None:
+        with self.lock:
+            delta = self._next_command(time.monotonic())
+            if delta is None:
+                delta = np.zeros(6, dtype=np.float32)
+                self.stats["hold_steps"] += 1
+            else:
+                self.stats["commands_applied"] += 1
+            action = np.concatenate([delta, [self._gripper]]).astype(np.float32)
+            self.obs, _, terminated, truncated, info = self.env.step(action)
+            self.steps += 1
+            self.stats["steps"] += 1
+            done = bool(terminated or truncated)
+            if done:
+                self.running = False
+                result = {"episode": self.episode_index, "task": self.task, "success": bool(info.get("is_success")),
+                          "steps": self.steps, "wall_s": round(time.monotonic() - self._episode_t0, 3)}
+                self.results.append(result)
+        self._publish_obs()
+        if done:
+            self._pub_success.publish(Bool(data=result["success"]))
+            self.get_logger().info(f"episode {result['episode']} done: success={result['success']} "
+                                   f"after {result['steps']} steps ({result['wall_s']} s)")
+            if self.p.auto_reset:
+                self._resets.put(self.task)
+
+    def _publish_obs(self) -> None:
+        with self.lock:
+            obs = self.obs
+        if obs is None:
+            return
+        stamp = self.get_clock().now().to_msg()
+        for cam, pub in self._pub_cam.items():
+            if cam in obs["pixels"]:
+                pub.publish(conv.rgb_to_image(obs["pixels"][cam], stamp, cam))
+        state = np.asarray(obs["agent_pos"], dtype=np.float64)
+        self._pub_pose.publish(conv.pose_from_state(state, stamp, self.p.frame_id))
+        self._pub_joints.publish(conv.joint_state(self.p.gripper_joint_names, state[6:8], stamp))
+
+    def destroy_node(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=10.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    """`ros2 run vla sim_bridge_node --ros-args --params-file configs/ros/sim_bridge_node.yaml`."""
+    rclpy.init(args=args)
+    try:
+        node = SimBridgeNode()
+    except Exception as e:  # noqa: BLE001 - a start-up error is one clear line, then exit
+        print(f"[FATAL] {e}" if isinstance(e, ParamError) else f"[FATAL] sim_bridge_node: {e!r}", flush=True)
+        rclpy.try_shutdown()
+        raise SystemExit(2) from None
+    executor = MultiThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

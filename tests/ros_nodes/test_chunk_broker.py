@@ -1,0 +1,95 @@
+"""The action-chunk broker alone: serving order, early re-planning, alignment, resets, threads."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from ros_nodes.chunk_broker import ChunkBroker
+
+
+def chunk(start, n=5, dim=2):
+    return np.arange(start, start + n, dtype=np.float32)[:, None].repeat(dim, 1)
+
+
+def test_serves_in_order_and_asks_early():
+    b = ChunkBroker(replan_remaining=2, align=False)
+    assert b.want_chunk() and b.tick() == (None, None)
+    token = b.begin_request({"frame_stamp": 1.0})
+    assert not b.want_chunk()  # one request in flight at a time
+    assert b.deliver(token, chunk(0))
+    action, meta = b.tick()
+    assert action[0] == 0 and meta == {"frame_stamp": 1.0, "skipped": 0}
+    served = [b.tick()[0][0] for _ in range(2)]
+    assert served == [1, 2] and b.remaining == 2 and b.want_chunk()
+
+
+def test_keeps_serving_the_current_chunk_while_the_next_is_inferred():
+    b = ChunkBroker(replan_remaining=3, align=True)
+    b.deliver(b.begin_request(), chunk(0, n=10))
+    for _ in range(7):
+        b.tick()
+    token = b.begin_request()  # 3 left: the worker starts on the next chunk
+    late = [b.tick()[0][0] for _ in range(2)]  # ... and the robot keeps moving meanwhile
+    assert late == [7, 8]
+    b.deliver(token, chunk(100, n=10))
+    action, meta = b.tick()
+    assert meta["skipped"] == 2 and action[0] == 102  # aligned: 2 steps already lived through
+
+
+def test_alignment_keeps_at_least_the_last_action():
+    b = ChunkBroker(replan_remaining=10, align=True)
+    b.deliver(b.begin_request(), chunk(0, n=20))
+    token = b.begin_request()
+    for _ in range(15):
+        b.tick()
+    b.deliver(token, chunk(100, n=4))
+    assert b.tick()[0][0] == 103
+
+
+def test_reset_orphans_the_request_in_flight():
+    b = ChunkBroker()
+    token = b.begin_request()
+    b.reset()
+    assert not b.deliver(token, chunk(0)) and b.tick() == (None, None)
+    assert b.want_chunk()
+
+
+def test_fail_allows_a_new_request():
+    b = ChunkBroker()
+    token = b.begin_request()
+    b.fail(token)
+    assert b.want_chunk()
+
+
+def test_rejects_bad_chunks_and_settings():
+    with pytest.raises(ValueError):
+        ChunkBroker(replan_remaining=-1)
+    b = ChunkBroker()
+    with pytest.raises(ValueError):
+        b.deliver(b.begin_request(), np.zeros((0, 7)))
+
+
+def test_concurrent_tick_and_deliver():
+    b = ChunkBroker(replan_remaining=2)
+    stop = threading.Event()
+    errors = []
+
+    def worker():
+        i = 0
+        while not stop.is_set():
+            if b.want_chunk():
+                b.deliver(b.begin_request(), chunk(i, n=4))
+                i += 4
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        for _ in range(20_000):
+            action, _ = b.tick()
+            if action is not None and action.shape != (2,):
+                errors.append(action.shape)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors

@@ -1,0 +1,517 @@
+"""`vla eval`: closed-loop rollouts of a policy through the ChunkPolicy boundary (vla/runtime.py).
+
+    vla eval checkpoint=outputs/train/<run>/checkpoints/last env=tabletop episodes=20
+    vla eval checkpoint=expert env=tabletop episodes=5 tasks=[place_red_on_blue_plate] num_envs=2
+    vla eval checkpoint=<dir> env=libero_spatial episodes=10 replan=4 video=false
+
+* Episode ``i`` of a task starts from ``sim.factory.reset_options(env_cfg, task, i)`` (tabletop:
+  layout i of ``split``, held-out by default; LIBERO: init state i) with a seed derived from
+  (``seed``, task, i) and torch/numpy seeded with it, so every method sees the same episodes and
+  the result does not depend on ``num_envs`` or on which worker ran which episode.
+* The policy returns a chunk; the first ``replan`` actions are executed, then it is called again
+  (``replan: null`` = the policy's own ``n_action_steps``; the scripted expert re-plans every step).
+* ``num_envs`` = K worker processes (forkserver, heavy modules preloaded once), each owning one env
+  and its own copy of the policy, running whole episodes. Measured here (tiny model, 2 tasks x 4
+  episodes x 40 steps, 80 policy calls, 2 cores shared with other jobs at load ~10, two rounds):
+      num_envs=1 (in this process)           wall 34-45 s, rollout only 0.84-1.48 episodes/s
+      num_envs=2 (worker pool)               wall 30-34 s, rollout only 1.40-1.52 episodes/s
+      AsyncVectorEnv x2, policy in parent    wall 52-62 s, rollout only 0.75-0.92 episodes/s
+  (spawn instead of forkserver: K=2 took 68 s, every worker importing torch/lerobot at once).
+  The vector env also cannot host the scripted expert, which reads its env's privileged state.
+* Reports per task: success rate with a 95 % Wilson interval, mean episode length; policy latency
+  p50/p99 per ``infer`` call and mean per stage; MP4 videos (first ``video_episodes`` episodes per
+  task) with the instruction drawn on every frame. Writes ``eval.json`` + ``eval.md`` (+ ``videos/``)
+  to the Hydra run dir ``outputs/eval/<time>/`` and prints the table and a reproduce command.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import random
+import shlex
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+EXPERT = "expert"
+STEP_GUARD = 10_000  # hard cap if an env never truncates
+# Report order of the per-call timings: the adapter's stages, then the model's inside "model".
+STAGE_ORDER = ("preprocess", "vision", "compressor", "backbone", "action_head", "model", "postprocess", "total")
+# What vla/checkpoint.py writes (checked before workers start; loading checks the rest).
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (default z: 95 %, two-sided).
+
+    Source: E. B. Wilson, "Probable inference, the law of succession, and statistical inference",
+    J. Am. Stat. Assoc. 22(158):209-212, 1927; formula as in Brown, Cai & DasGupta, "Interval
+    Estimation for a Binomial Proportion", Statistical Science 16(2):101-133, 2001, eq. (4):
+        centre = (k + z^2/2) / (n + z^2),   half = z sqrt(n) / (n + z^2) * sqrt(p (1 - p) + z^2 / (4 n))
+    with p = k / n. Unlike the normal (Wald) interval it stays inside [0, 1] and is not empty at
+    k = 0 or k = n, which matters for the small episode counts of closed-loop evaluation.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n={n}], got {successes}")
+    p = successes / n
+    z2 = z * z
+    centre = (successes + z2 / 2) / (n + z2)
+    half = z * math.sqrt(n) / (n + z2) * math.sqrt(p * (1 - p) + z2 / (4 * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# ── settings ───────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class EvalPlan:
+    """The validated command; plain data so it can be sent to worker processes."""
+
+    checkpoint: str  # "expert" or an absolute folder path
+    env_cfg: dict
+    env_name: str
+    tasks: list[str]
+    episodes: int
+    num_envs: int
+    replan: int | None
+    seed: int
+    device: str
+    threads: int | None = None  # torch intra-op threads per process (None = cores // num_envs)
+    policy_overrides: dict = field(default_factory=dict)
+    video_episodes: int = 0  # first N episodes of each task get a video
+    out_dir: str = ""
+
+    @property
+    def jobs(self) -> list[tuple[str, int]]:
+        return [(task, i) for task in self.tasks for i in range(self.episodes)]
+
+
+def _select_tasks(requested: Any, available: list[str]) -> list[str]:
+    if requested in (None, "all"):
+        return list(available)
+    if isinstance(requested, (str, int)):
+        requested = [t.strip() for t in str(requested).split(",") if t.strip()]
+    tasks = [str(t) for t in requested]
+    for task in tasks:
+        if task not in available:
+            close = difflib.get_close_matches(task, available, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"unknown task '{task}'.{hint} Valid tasks for this env: {', '.join(available)}")
+    return list(dict.fromkeys(tasks))
+
+
+def _plain(value: Any) -> dict:
+    if value is None:
+        return {}
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else dict(value)
+
+
+def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
+    """Check the composed config; every error names the bad value and what is valid."""
+    from sim.factory import SUITES, task_names
+
+    env_cfg = OmegaConf.create(OmegaConf.to_container(cfg.env, resolve=True))
+    if env_cfg.get("suite") not in SUITES:
+        raise ValueError(f"env.suite '{env_cfg.get('suite')}' is not a known suite. Valid suites: {', '.join(SUITES)}")
+    if cfg.get("split") is not None and "split" in env_cfg:
+        env_cfg.split = cfg.split
+    env_cfg.tasks = "all"  # the task list below is the selection; validate names against the suite
+    tasks = _select_tasks(cfg.get("tasks"), task_names(env_cfg))
+    checkpoint = str(cfg.checkpoint)
+    if checkpoint != EXPERT:
+        path = Path(checkpoint).expanduser().absolute()
+        if not path.is_dir():
+            raise FileNotFoundError(f"checkpoint folder not found: '{checkpoint}' (resolved to {path}); "
+                                    f"pass checkpoint=<saved checkpoint dir> or checkpoint={EXPERT}")
+        missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
+        if missing:  # caught here, not minutes later inside every worker
+            raise FileNotFoundError(f"checkpoint '{path}' is incomplete: missing {', '.join(missing)}")
+        checkpoint = str(path)
+    for key, low in (("episodes", 1), ("num_envs", 1)):
+        if int(cfg[key]) < low:
+            raise ValueError(f"{key} must be >= {low}, got {cfg[key]}")
+    if cfg.get("replan") is not None and int(cfg.replan) < 1:
+        raise ValueError(f"replan must be >= 1 (actions executed per chunk) or null, got {cfg.replan}")
+    videos = int(cfg.video_episodes) if cfg.video else 0
+    return EvalPlan(
+        checkpoint=checkpoint,
+        env_cfg=OmegaConf.to_container(env_cfg),
+        env_name=str(env_cfg.suite),
+        tasks=tasks,
+        episodes=int(cfg.episodes),
+        num_envs=min(int(cfg.num_envs), len(tasks) * int(cfg.episodes)),
+        replan=None if cfg.get("replan") is None else int(cfg.replan),
+        seed=int(cfg.seed),
+        device=str(cfg.device),
+        threads=None if cfg.get("threads") is None else int(cfg.threads),
+        policy_overrides=_plain(cfg.get("policy")),
+        video_episodes=videos,
+        out_dir=str(Path(out_dir).absolute()),
+    )
+
+
+# ── one episode ────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    episode: int
+    seed: int
+    success: bool
+    length: int  # env steps
+    instruction: str
+    latency_ms: list[float]  # one per policy call
+    stage_ms: dict[str, float]  # summed over calls
+    visual_tokens: float  # mean per call
+    video: str | None = None
+    wall_s: float = 0.0  # time this episode took in its worker (rollout only)
+    worker: int = 0  # pid of the process that ran it
+
+
+def episode_seed(seed: int, task: str, episode: int) -> int:
+    from sim.collect import episode_seed as derive
+
+    return derive(seed, task, episode)  # same derivation as `vla collect`: (seed, task, i) -> seed
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    import sys
+
+    if "torch" in sys.modules:  # only policies that use torch pay for importing it
+        sys.modules["torch"].manual_seed(seed)
+
+
+def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) -> EpisodeResult:
+    """Roll out one episode; records frames only for the first ``video_episodes`` episodes."""
+    from sim.factory import reset_options
+    from sim.spaces import CAMERAS
+    from vla.runtime import check_actions, obs_from_env
+
+    started = time.perf_counter()
+    seed = episode_seed(plan.seed, task, episode)
+    env_cfg = OmegaConf.create(plan.env_cfg)
+    _seed_everything(seed)
+    obs, info = env.reset(seed=seed, options=reset_options(env_cfg, task, episode))
+    policy.reset()
+    instruction = str(info.get("task") or getattr(env.unwrapped, "task_description", task))
+    record = episode < plan.video_episodes
+    frames: dict[str, list[np.ndarray]] = {cam: [obs["pixels"][cam].copy()] for cam in CAMERAS} if record else {}
+    replan = plan.replan or getattr(policy, "n_action_steps", None)
+    latencies, stages, tokens = [], {}, []
+    steps, success, done = 0, False, False
+    low, high = env.action_space.low, env.action_space.high
+    while not done and steps < STEP_GUARD:
+        start = time.perf_counter()
+        out = policy.infer(obs_from_env(obs, instruction))
+        latencies.append((time.perf_counter() - start) * 1e3)
+        for name, ms in (out.get("timing_ms") or {}).items():
+            stages[name] = stages.get(name, 0.0) + float(ms)
+        tokens.append(int(out.get("visual_tokens") or 0))
+        chunk = check_actions(out["actions"], low, high)
+        for action in chunk[: replan or len(chunk)]:
+            obs, _, terminated, truncated, info = env.step(action)
+            steps += 1
+            if record:
+                for cam in CAMERAS:
+                    frames[cam].append(obs["pixels"][cam].copy())
+            if terminated or truncated:
+                success, done = bool(info.get("is_success", False)), True
+                break
+    video = None
+    if record:
+        from sim.video import write_rollout_video
+
+        path = Path(plan.out_dir) / "videos" / f"{_slug(task)}_ep{episode:03d}.mp4"
+        fps = float(plan.env_cfg.get("fps") or env.metadata.get("render_fps") or 20)
+        label = f"ep {episode} {'SUCCESS' if success else 'fail'}"
+        video = str(write_rollout_video(path, {c: np.stack(v) for c, v in frames.items()}, instruction, fps, label))
+    return EpisodeResult(task, episode, seed, success, steps, instruction, latencies, stages,
+                         float(np.mean(tokens)) if tokens else 0.0, video, time.perf_counter() - started, os.getpid())
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:100]
+
+
+# ── workers: one env (re-made when the task changes) and one policy per process ────────────
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(plan: EvalPlan, threads: int | None = None) -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import sim  # noqa: F401  (registers the gym ids)
+
+    if threads and plan.checkpoint != EXPERT:
+        import torch
+
+        torch.set_num_threads(threads)
+    _WORKER.clear()
+    _WORKER.update(plan=plan, task=None, env=None, policy=None)
+
+
+def _close_worker() -> None:
+    if _WORKER.get("env") is not None:
+        _WORKER["env"].close()
+    _WORKER.update(task=None, env=None)
+
+
+def _worker_policy(env: Any) -> Any:
+    plan: EvalPlan = _WORKER["plan"]
+    if plan.checkpoint == EXPERT:
+        from vla.runtime import ExpertPolicy
+
+        return ExpertPolicy(env)  # privileged: bound to this env, rebuilt with it
+    if _WORKER["policy"] is None:
+        from vla.runtime import load_policy
+
+        _WORKER["policy"] = load_policy(plan.checkpoint, plan.device, **plan.policy_overrides)
+    return _WORKER["policy"]
+
+
+def _worker_job(task: str, episode: int) -> EpisodeResult:
+    plan: EvalPlan = _WORKER["plan"]
+    if _WORKER["task"] != task:
+        from sim.factory import make_env
+
+        _close_worker()
+        env = make_env(OmegaConf.create(plan.env_cfg), task, cameras=True)
+        _WORKER.update(task=task, env=env, bound=_worker_policy(env))
+    return run_episode(_WORKER["env"], _WORKER["bound"], plan, task, episode)
+
+
+def _torch_threads(value: int | None = None) -> int | None:
+    """Get (or set) torch's intra-op threads, without importing torch if nothing uses it yet."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    if value is not None:
+        torch.set_num_threads(value)
+    return torch.get_num_threads()
+
+
+def _mp_context(plan: EvalPlan) -> mp.context.BaseContext:
+    """forkserver with the heavy modules preloaded: workers fork from a server that imported
+    torch/lerobot once (nothing has run there: no GL context, no torch thread pool, which is why
+    plain fork from this process would be unsafe). With spawn, every worker re-imports them, and
+    K imports at once on a busy 2-core machine took longer than the whole evaluation."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    preload = ["sim", "sim.factory", "sim.experts", "sim.video", "vla.runtime"]
+    if plan.checkpoint != EXPERT:
+        preload += ["torch", "vla.checkpoint", "policies.modeling_vla", "policies.processor_vla"]
+    ctx.set_forkserver_preload(preload)  # only takes effect if the server is not running yet
+    return ctx
+
+
+def _run_jobs(plan: EvalPlan, bar: tqdm) -> list[EpisodeResult]:
+    results: list[EpisodeResult] = []
+
+    def done(result: EpisodeResult) -> None:
+        results.append(result)
+        ok = sum(r.success for r in results)
+        bar.set_postfix_str(f"success {ok}/{len(results)}, {result.task}")
+        bar.update()
+
+    # K workers x all cores each would oversubscribe the CPU; on a shared machine even one process
+    # with 2 threads was ~8x slower per call than with 1 (see configs/eval.yaml `threads`).
+    threads = plan.threads or max(1, (os.cpu_count() or 1) // plan.num_envs)
+    if plan.num_envs == 1:
+        before = _torch_threads()
+        _init_worker(plan, threads)
+        try:
+            for job in plan.jobs:
+                done(_worker_job(*job))
+        finally:
+            _close_worker()
+            if before is not None:  # this process may go on (tests, notebooks)
+                _torch_threads(before)
+        return results
+    pool = ProcessPoolExecutor(plan.num_envs, mp_context=_mp_context(plan),
+                               initializer=_init_worker, initargs=(plan, threads))
+    ok = False
+    try:
+        # Jobs are submitted in task order, so a worker mostly keeps its env across episodes.
+        futures: dict[Future, tuple[str, int]] = {pool.submit(_worker_job, *job): job for job in plan.jobs}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                task, i = futures[fut]
+                try:
+                    done(fut.result())
+                except Exception as e:
+                    raise RuntimeError(f"episode {i} of task '{task}' failed in a worker: {e!r}") from e
+        ok = True
+    finally:
+        pool.shutdown(wait=ok, cancel_futures=not ok)
+    return results
+
+
+# ── the command ────────────────────────────────────────────────────────────────────────────
+
+
+def evaluate(cfg: DictConfig, out_dir: str | Path, command: str | None = None) -> dict:
+    """Run the evaluation described by ``cfg``; writes eval.json / eval.md / videos to ``out_dir``."""
+    plan = make_plan(cfg, out_dir)
+    command = command or reproduce_command(plan, [])
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO line breaks the progress bar
+    start = time.perf_counter()
+    with tqdm(total=len(plan.jobs), desc=f"eval {plan.env_name}", unit="ep", dynamic_ncols=True) as bar:
+        results = _run_jobs(plan, bar)
+    wall = time.perf_counter() - start
+    report = summarize(plan, results, wall, command)
+    paths = write_report(report, Path(plan.out_dir))
+    print_report(report, paths)
+    return report
+
+
+def summarize(plan: EvalPlan, results: list[EpisodeResult], wall_s: float, command: str) -> dict:
+    results = sorted(results, key=lambda r: (plan.tasks.index(r.task), r.episode))
+    rows = [_row(task, [r for r in results if r.task == task]) for task in plan.tasks]
+    latencies = [ms for r in results for ms in r.latency_ms]
+    calls = max(1, len(latencies))
+    order = {name: i for i, name in enumerate(STAGE_ORDER)}
+    stage_names = sorted({s for r in results for s in r.stage_ms}, key=lambda s: (order.get(s, len(order)), s))
+    steps = sum(r.length for r in results)
+    busy: dict[int, float] = {}
+    for r in results:
+        busy[r.worker] = busy.get(r.worker, 0.0) + r.wall_s
+    rollout_s = max(busy.values(), default=0.0)  # the busiest worker; the rest of wall_s is start-up
+    return {
+        "checkpoint": plan.checkpoint,
+        "env": plan.env_name,
+        "split": plan.env_cfg.get("split"),
+        "episodes_per_task": plan.episodes,
+        "replan": plan.replan,
+        "seed": plan.seed,
+        "num_envs": plan.num_envs,
+        "device": plan.device,
+        "policy_overrides": plan.policy_overrides,
+        "tasks": rows,
+        "overall": _row("overall", results),
+        "latency_ms": {
+            "calls": len(latencies),
+            "p50": _pct(latencies, 50),
+            "p99": _pct(latencies, 99),
+            "mean": float(np.mean(latencies)) if latencies else None,
+            "stages_mean": {s: sum(r.stage_ms.get(s, 0.0) for r in results) / calls for s in stage_names},
+        },
+        "visual_tokens_mean": float(np.mean([r.visual_tokens for r in results])) if results else 0.0,
+        "wall_s": round(wall_s, 2),
+        "episodes_per_s": round(len(results) / max(wall_s, 1e-9), 3),
+        "env_steps_per_s": round(steps / max(wall_s, 1e-9), 1),
+        # Without process start-up, policy loading and env building: what a long run converges to.
+        "rollout_s": round(rollout_s, 2),
+        "rollout_episodes_per_s": round(len(results) / max(rollout_s, 1e-9), 3),
+        "episodes": [{k: v for k, v in asdict(r).items() if k not in ("latency_ms", "stage_ms", "wall_s", "worker")}
+                     for r in results],
+        "reproduce": command,
+    }
+
+
+def _row(task: str, results: list[EpisodeResult]) -> dict:
+    n, k = len(results), sum(r.success for r in results)
+    lo, hi = wilson_interval(k, n)
+    return {
+        "task": task,
+        "instruction": results[0].instruction if results and task != "overall" else None,
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else 0.0,
+        "ci95": [round(lo, 4), round(hi, 4)],
+        "mean_length": float(np.mean([r.length for r in results])) if results else 0.0,
+        "videos": [r.video for r in results if r.video] if task != "overall" else [],
+    }
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def markdown(report: dict, rel_to: Path | None = None) -> str:
+    def video_cell(row: dict) -> str:
+        paths = [Path(v) for v in row["videos"]]
+        return ", ".join(str(p.relative_to(rel_to)) if rel_to else str(p) for p in paths)
+
+    lines = ["| task | success | 95% CI | episodes | mean length | video |", "|---|---|---|---|---|---|"]
+    for row in [*report["tasks"], report["overall"]]:
+        name = f"**{row['task']}**" if row["task"] == "overall" else row["task"]
+        lo, hi = row["ci95"]
+        lines.append(f"| {name} | {row['success_rate']:.2f} ({row['successes']}/{row['episodes']}) | "
+                     f"[{lo:.2f}, {hi:.2f}] | {row['episodes']} | {row['mean_length']:.1f} | {video_cell(row)} |")
+    lat = report["latency_ms"]
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in lat["stages_mean"].items()) or "-"
+    lines += ["", f"policy latency per call (ms): p50 {fmt(lat['p50'])}, p99 {fmt(lat['p99'])}, "
+              f"mean {fmt(lat['mean'])} over {lat['calls']} calls; mean per stage: {stages}",
+              f"visual tokens per call: {report['visual_tokens_mean']:.1f}; "
+              f"throughput: {report['episodes_per_s']} episodes/s, {report['env_steps_per_s']} env steps/s "
+              f"with num_envs={report['num_envs']} ({report['wall_s']} s; without start-up "
+              f"{report['rollout_episodes_per_s']} episodes/s)"]
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "eval.json", out_dir / "eval.md"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    header = (f"# Evaluation: `{report['checkpoint']}` on {report['env']} (split {report['split']})\n\n"
+              f"- episodes per task: {report['episodes_per_task']}, "
+              f"replan: {report['replan'] or "the policy's n_action_steps"}, "
+              f"seed: {report['seed']}, device: {report['device']}\n- reproduce: `{report['reproduce']}`\n\n")
+    md_path.write_text(header + markdown(report, rel_to=out_dir) + "\n")
+    return [json_path, md_path]
+
+
+def print_report(report: dict, paths: list[Path]) -> None:
+    print(f"\n{report['checkpoint']} on {report['env']} (split {report['split']}, "
+          f"{report['episodes_per_task']} episodes/task):\n")
+    print(markdown(report))
+    videos = [v for row in report["tasks"] for v in row["videos"]]
+    for v in videos:
+        print(f"video:     {v}")
+    for p in paths:
+        print(f"report:    {p}")
+    print(f"reproduce: {report['reproduce']}")
+
+
+def reproduce_command(plan: EvalPlan, extra_overrides: list[str]) -> str:
+    """The resolved command (absolute checkpoint, explicit tasks/seed/split) plus other overrides."""
+    args = [f"checkpoint={plan.checkpoint}", f"env={plan.env_name}", f"episodes={plan.episodes}",
+            f"tasks=[{','.join(plan.tasks)}]", f"seed={plan.seed}", f"num_envs={plan.num_envs}",
+            f"replan={'null' if plan.replan is None else plan.replan}", f"device={plan.device}"]
+    if plan.env_cfg.get("split") is not None:
+        args.append(f"split={plan.env_cfg['split']}")
+    own = {a.split("=", 1)[0] for a in args}
+    args += [o for o in extra_overrides if o.split("=", 1)[0].lstrip("+~") not in own]
+    return "vla eval " + " ".join(shlex.quote(a) for a in args)
+
+
+def main(cfg: DictConfig) -> dict:
+    """Hydra entry point (`vla eval ...`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    plan = make_plan(cfg, hc.runtime.output_dir)  # validates before anything slow starts
+    return evaluate(cfg, hc.runtime.output_dir, reproduce_command(plan, list(hc.overrides.task)))
