@@ -1,0 +1,183 @@
+"""Checkpoint folders of the `vla` policy: build, save, load (with clear errors).
+
+A checkpoint is one folder, the same layout lerobot-train writes under
+``checkpoints/<step>/pretrained_model/`` (so either tool can read the other's):
+
+    config.json                       VLAConfig (draccus; ``type: vla``)
+    model.safetensors                 weights
+    fingerprint.json                  architecture fields + their hash (policies.configuration_vla)
+    policy_preprocessor.json          processor steps; the word-level tokenizer's vocabulary is in
+                                      the ``vla_tokenizer`` step
+    policy_preprocessor_step_*.safetensors   normalisation stats (dataset mean/std)
+    policy_postprocessor.json (+ step state) action un-normalisation
+
+``load_checkpoint`` raises ``FileNotFoundError`` naming a missing file, ``CheckpointError`` naming
+every architecture/compressor field that differs from a requested config
+(``backbone.num_layers: checkpoint 4 != requested 6``) and ``CheckpointError`` for corrupt files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import policies.processor_vla  # noqa: F401  (registers the processor steps saved checkpoints name)
+from policies.configuration_vla import VLAConfig, config_from_dict, make_features
+from policies.modeling_vla import (
+    CONFIG_FILE,
+    FINGERPRINT_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    VLAPolicy,
+)
+
+PREPROCESSOR_FILE = "policy_preprocessor.json"
+POSTPROCESSOR_FILE = "policy_postprocessor.json"
+
+__all__ = [
+    "CheckpointError",
+    "LoadedCheckpoint",
+    "build_config",
+    "build_policy",
+    "load_checkpoint",
+    "read_fingerprint",
+    "save_checkpoint",
+]
+
+
+@dataclass
+class LoadedCheckpoint:
+    policy: VLAPolicy
+    preprocessor: Any
+    postprocessor: Any
+    path: Path
+
+
+def _plain(cfg: Any) -> dict | None:
+    """DictConfig / dataclass-free mapping -> plain dict (Hydra groups arrive as DictConfig)."""
+    if cfg is None:
+        return None
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        pass
+    return dict(cfg)
+
+
+def build_config(model: Any, compressor: Any = None, features: bool = True, **overrides: Any) -> VLAConfig:
+    """VLAConfig from a ``model`` preset + ``compressor`` preset (Hydra groups or dicts).
+
+    With ``features=True`` the sim convention's features are filled in (2 cameras at the model's
+    image size, state 8, action 7), so the policy can be built without a dataset.
+    """
+    model_d, comp_d = _plain(model) or {}, _plain(compressor)
+    if features and "input_features" not in overrides:
+        from sim.spaces import ACTION_DIM, STATE_DIM
+
+        size = (model_d.get("vision") or {}).get("image_size", 128)
+        overrides["input_features"], overrides["output_features"] = make_features(
+            image_size=size, state_dim=STATE_DIM, action_dim=ACTION_DIM
+        )
+    return config_from_dict(model_d, comp_d, **overrides)
+
+
+def build_policy(model: Any, compressor: Any = None, dataset_stats=None, **overrides: Any):
+    """(policy, preprocessor, postprocessor) freshly initialised from presets."""
+    from policies.processor_vla import make_vla_pre_post_processors
+
+    config = build_config(model, compressor, **overrides)
+    policy = VLAPolicy(config)
+    policy.to(config.device)
+    pre, post = make_vla_pre_post_processors(config, dataset_stats=dataset_stats)
+    return policy, pre, post
+
+
+def save_checkpoint(path: str | Path, policy: VLAPolicy, preprocessor=None, postprocessor=None) -> Path:
+    """Write the checkpoint folder (config, weights, fingerprint, processors)."""
+    path = Path(path)
+    policy.save_pretrained(path)
+    if preprocessor is not None:
+        preprocessor.save_pretrained(path)
+    if postprocessor is not None:
+        postprocessor.save_pretrained(path)
+    return path
+
+
+def read_fingerprint(path: str | Path) -> dict:
+    file = Path(path) / FINGERPRINT_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"VLA checkpoint file not found: '{file}'")
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint fingerprint '{file}' is corrupt: {e}") from e
+
+
+def _processor_files(path: Path, name: str) -> list[Path]:
+    """The processor json and every state file it references (all must exist)."""
+    cfg_file = path / name
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"VLA checkpoint file not found: '{cfg_file}'")
+    try:
+        steps = json.loads(cfg_file.read_text()).get("steps", [])
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint processor config '{cfg_file}' is corrupt: {e}") from e
+    files = [path / s["state_file"] for s in steps if "state_file" in s]
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"VLA checkpoint file not found: '{f}' (referenced by {cfg_file.name})")
+    return files
+
+
+def load_checkpoint(
+    path: str | Path,
+    config: VLAConfig | None = None,
+    device: str | None = None,
+    processors: bool = True,
+) -> LoadedCheckpoint:
+    """Load policy (+ processors) from a folder; ``config`` (optional) must match its architecture."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from lerobot.policies.factory import make_pre_post_processors
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"VLA checkpoint folder not found: '{path}'")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"VLA checkpoint file not found: '{path / name}'")
+    state_files: list[Path] = []
+    if processors:
+        state_files = _processor_files(path, PREPROCESSOR_FILE) + _processor_files(path, POSTPROCESSOR_FILE)
+    for f in state_files:
+        try:
+            load_file(str(f))
+        except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint processor state '{f}' is corrupt or truncated: {e}") from e
+
+    overrides = [f"--device={device}"] if device else []
+    if config is not None and device:
+        config.device = device
+    policy = VLAPolicy.from_pretrained(path, config=config, cli_overrides=overrides)
+    if (path / FINGERPRINT_FILE).is_file():
+        # Compare field by field on the fields both know (a later version may add fields).
+        recorded = read_fingerprint(path).get("architecture") or {}
+        current = json.loads(json.dumps(policy.config.architecture(), default=str))
+        diffs = [f"{k}: {recorded[k]!r} != {current[k]!r}" for k in recorded.keys() & current.keys()
+                 if recorded[k] != current[k]]
+        if diffs:
+            raise CheckpointError(
+                f"'{path / FINGERPRINT_FILE}' does not match the architecture in '{path / CONFIG_FILE}' "
+                f"(the folder was edited or mixed): " + "; ".join(sorted(diffs))
+            )
+    pre = post = None
+    if processors:
+        dev = {"device_processor": {"device": policy.config.device}}
+        pre, post = make_pre_post_processors(policy.config, pretrained_path=str(path), preprocessor_overrides=dev)
+    return LoadedCheckpoint(policy=policy, preprocessor=pre, postprocessor=post, path=path)

@@ -1,0 +1,380 @@
+"""`vla profile`: FLOPs and per-stage latency of one policy call, per compressor method.
+
+    vla profile model=cpu                      every registered compressor, one row each
+    vla profile model=cpu compressor=fastv     one method (its preset from configs/compressor/)
+    vla profile model=tiny repeats=5 methods=[none,pool]
+
+A *policy call* is ``predict_action_chunk`` on one preprocessed observation (batch 1): vision
+tower -> compressor -> language backbone -> action head (all flow steps). Preprocessing (resize,
+tokenize, normalise) is not included.
+
+- **FLOPs**: ``torch.utils.flop_counter.FlopCounterMode`` over one call, split by stage (matmuls,
+  convolutions and attention; elementwise ops are not counted, as usual). PyTorch has no formula
+  for the CPU SDPA kernel, so one is registered here (same count as its CUDA kernels).
+- **Latency**: wall time per stage (exclusive: the in-LM selection counts as "compressor", not
+  "backbone") and in total, as the median over ``repeats`` calls. Calls are INTERLEAVED: each
+  round calls every method once (in a rotating order), so machine noise hits all methods alike.
+- **Tokens**: visual tokens entering the backbone, and (in-LM methods) the count kept after their layer.
+
+Python API (for benchmarks): ``profile_policies({name: policy}, batch, repeats)`` -> rows,
+``profile_policy(policy, batch, repeats)`` -> one row, ``count_flops(policy, batch)``.
+Results are written as JSON + Markdown under the Hydra run dir.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils import flop_counter
+
+STAGES = ("vision", "compressor", "backbone", "action_head")
+INSTRUCTION = "put the red cube on the blue plate"
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------
+# FLOP formula for the CPU attention kernel (missing from torch's registry)
+# --------------------------------------------------------------------------------------------------
+def _register_cpu_sdpa_formula() -> None:
+    aten = torch.ops.aten
+    fwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if fwd is None or fwd in flop_counter.flop_registry:
+        return
+
+    def _shapes(query, key, value):  # the registry passes shapes, not tensors
+        b, h, s_q, d = query
+        s_k, d_v = key[-2], value[-1]
+        return b, h, s_q, s_k, d, d_v
+
+    @flop_counter.register_flop_formula(fwd)
+    def _sdpa_cpu(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        b, h, s_q, s_k, d, d_v = _shapes(query, key, value)
+        return 2 * b * h * s_q * s_k * (d + d_v)  # QK^T and PV
+
+    bwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if bwd is not None and bwd not in flop_counter.flop_registry:
+
+        @flop_counter.register_flop_formula(bwd)
+        def _sdpa_cpu_bwd(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+            b, h, s_q, s_k, d, d_v = _shapes(query, key, value)
+            return 2 * b * h * s_q * s_k * (2 * d + 3 * d_v)  # recompute QK^T; dV, dP, dQ, dK
+
+
+_register_cpu_sdpa_formula()
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage recorder
+# --------------------------------------------------------------------------------------------------
+class StageRecorder:
+    """``stage(name)`` context manager with exclusive accounting of time (and FLOPs if counting).
+
+    Nested stages are subtracted from their parent, so stage times add up to the call's time.
+    """
+
+    def __init__(self, flops: flop_counter.FlopCounterMode | None = None):
+        self.flops_mode = flops
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.flops: dict[str, int] = defaultdict(int)
+        self._stack: list[list] = []  # [name, t0, flops0, child_seconds, child_flops]
+
+    def _flops_now(self) -> int:
+        return self.flops_mode.get_total_flops() if self.flops_mode is not None else 0
+
+    @contextmanager
+    def __call__(self, name: str):
+        frame = [name, time.perf_counter(), self._flops_now(), 0.0, 0]
+        self._stack.append(frame)
+        try:
+            yield
+        finally:
+            self._stack.pop()
+            dt, df = time.perf_counter() - frame[1], self._flops_now() - frame[2]
+            self.seconds[name] += dt - frame[3]
+            self.flops[name] += df - frame[4]
+            if self._stack:
+                self._stack[-1][3] += dt
+                self._stack[-1][4] += df
+
+
+# --------------------------------------------------------------------------------------------------
+# Measurement API
+# --------------------------------------------------------------------------------------------------
+def make_batch(policy, preprocessor=None, instruction: str = INSTRUCTION, seed: int = 0) -> dict[str, Any]:
+    """A preprocessed batch-1 observation for ``policy`` (random images/state, a real instruction)."""
+    from policies.processor_vla import make_vla_pre_post_processors
+
+    cfg = policy.config
+    pre = preprocessor or make_vla_pre_post_processors(cfg, dataset_stats=None)[0]
+    g = torch.Generator().manual_seed(seed)
+    size = cfg.vision.image_size
+    obs: dict[str, Any] = {key: torch.rand(3, size, size, generator=g) for key in cfg.camera_keys}
+    obs["observation.state"] = torch.randn(cfg.state_dim, generator=g)
+    obs["task"] = instruction
+    return pre(obs)
+
+
+def _noise(policy, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    cfg = policy.config
+    return torch.randn(1, cfg.chunk_size, cfg.action_dim, generator=g).to(cfg.device)
+
+
+def count_flops(policy, batch: dict[str, Any]) -> dict[str, Any]:
+    """FLOPs of one ``predict_action_chunk`` call: {"total": int, "stages": {stage: int}}."""
+    with flop_counter.FlopCounterMode(display=False) as mode:
+        rec = StageRecorder(flops=mode)
+        policy.predict_action_chunk(batch, noise=_noise(policy), stage=rec)
+        total = mode.get_total_flops()
+    return {"total": int(total), "stages": {s: int(rec.flops.get(s, 0)) for s in STAGES}}
+
+
+def _timed_call(policy, batch, noise) -> tuple[float, dict[str, float]]:
+    rec = StageRecorder()
+    t0 = time.perf_counter()
+    policy.predict_action_chunk(batch, noise=noise, stage=rec)
+    return time.perf_counter() - t0, {s: rec.seconds.get(s, 0.0) for s in STAGES}
+
+
+def _describe(policy) -> dict[str, Any]:
+    model = policy.model
+    comp = model.compressor
+    return {
+        "compressor": policy.config.compressor.name,
+        "compressor_kwargs": dict(policy.config.compressor.kwargs),
+        "compressor_stage": comp.stage,
+        "learned": bool(comp.learned),
+        "params": sum(p.numel() for p in policy.parameters()),
+        "compressor_params": sum(p.numel() for p in comp.parameters()),
+    }
+
+
+def profile_policies(
+    policies: dict[str, Any],
+    batches: dict[str, dict[str, Any]] | dict[str, Any],
+    repeats: int = 20,
+    warmup: int = 3,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Profile several policies with INTERLEAVED timing; one result row per name.
+
+    ``batches`` is either one preprocessed batch shared by all policies or {name: batch}.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    names = list(policies)
+    per_name = all(n in batches for n in names)  # {name: batch} rather than one shared batch
+    batch_of = {n: (batches[n] if per_name else batches) for n in names}
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names:
+        pol = policies[name]
+        pol.eval()
+        row = _describe(pol)
+        row["flops"] = count_flops(pol, batch_of[name])
+        info = pol.last_compression
+        row["visual_tokens"] = info["visual_tokens_in"]
+        row["visual_tokens_after"] = info["visual_tokens_after"]
+        rows[name] = row
+
+    noises = {n: _noise(policies[n]) for n in names}
+    totals: dict[str, list[float]] = {n: [] for n in names}
+    stages: dict[str, dict[str, list[float]]] = {n: {s: [] for s in STAGES} for n in names}
+    rounds = range(warmup + repeats)
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            rounds = tqdm(rounds, desc=f"profiling {len(names)} method(s)", file=sys.stderr, leave=False)
+        except ImportError:  # pragma: no cover
+            pass
+    for r in rounds:
+        k = r % len(names)
+        for name in names[k:] + names[:k]:  # rotate the order every round
+            total, per_stage = _timed_call(policies[name], batch_of[name], noises[name])
+            if r >= warmup:
+                totals[name].append(total)
+                for s in STAGES:
+                    stages[name][s].append(per_stage[s])
+
+    for name in names:
+        row = rows[name]
+        row["latency_ms"] = {s: 1e3 * statistics.median(stages[name][s]) for s in STAGES}
+        row["latency_ms"]["total"] = 1e3 * statistics.median(totals[name])
+        row["latency_ms_iqr"] = _iqr_ms(totals[name])
+        row["latency_ms_p99"] = 1e3 * _percentile(totals[name], 99)
+        row["repeats"], row["warmup"] = repeats, warmup
+        f = row["flops"]
+        row["gflops"] = f["total"] / 1e9
+        row["backbone_flop_share"] = f["stages"]["backbone"] / f["total"] if f["total"] else 0.0
+    return rows
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default); p99 of a few repeats is near the maximum."""
+    xs = sorted(xs)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _iqr_ms(xs: list[float]) -> float:
+    if len(xs) < 4:
+        return 0.0
+    q = statistics.quantiles(xs, n=4)
+    return 1e3 * (q[2] - q[0])
+
+
+def profile_policy(policy, batch: dict[str, Any], repeats: int = 20, warmup: int = 3) -> dict[str, Any]:
+    """One policy: FLOPs, tokens and median per-stage latency (see ``profile_policies``)."""
+    return profile_policies({"policy": policy}, batch, repeats=repeats, warmup=warmup, progress=False)["policy"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------------
+COLUMNS = (
+    ("method", "{}"),
+    ("stage", "{}"),
+    ("tokens→LM", "{}"),
+    ("GFLOPs", "{:.3f}"),
+    ("LM share", "{:.0%}"),
+    ("vision ms", "{:.1f}"),
+    ("compr ms", "{:.1f}"),
+    ("LM ms", "{:.1f}"),
+    ("head ms", "{:.1f}"),
+    ("total ms", "{:.1f}"),
+    ("±IQR", "{:.1f}"),
+)
+
+
+def table_rows(rows: dict[str, dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for name, r in rows.items():
+        tokens = str(r["visual_tokens"])
+        if r["visual_tokens_after"] != r["visual_tokens"]:
+            tokens += f"→{r['visual_tokens_after']}"
+        lat = r["latency_ms"]
+        values = (
+            name,
+            r["compressor_stage"],
+            tokens,
+            r["gflops"],
+            r["backbone_flop_share"],
+            lat["vision"],
+            lat["compressor"],
+            lat["backbone"],
+            lat["action_head"],
+            lat["total"],
+            r["latency_ms_iqr"],
+        )
+        out.append([fmt.format(v) for (_, fmt), v in zip(COLUMNS, values)])
+    return out
+
+
+def format_table(rows: dict[str, dict[str, Any]], markdown: bool = False) -> str:
+    header = [c for c, _ in COLUMNS]
+    body = table_rows(rows)
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in body)])
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI (Hydra)
+# --------------------------------------------------------------------------------------------------
+def _compressor_presets(cfg) -> dict[str, dict]:
+    """{method: compressor preset}: the chosen one, or every registered method (its YAML or defaults)."""
+    import yaml
+
+    import compressors
+
+    if cfg.get("compressor"):
+        from omegaconf import OmegaConf
+
+        comp = OmegaConf.to_container(cfg.compressor, resolve=True)
+        return {comp["name"]: comp}
+    names = list(cfg.methods) if cfg.get("methods") else compressors.available()
+    preset_dir = Path(__file__).resolve().parent.parent / "configs" / "compressor"
+    presets = {}
+    for name in names:
+        file = preset_dir / f"{name}.yaml"
+        presets[name] = yaml.safe_load(file.read_text()) if file.is_file() else {"name": name}
+        if name not in compressors.available():
+            compressors.build(name, dim=8)  # raises the registry's "did you mean" error
+    return presets
+
+
+def _reproduce_command() -> str:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [o for o in HydraConfig.get().overrides.task]
+    except Exception:  # noqa: BLE001 - outside a Hydra run
+        overrides = sys.argv[1:]
+    return "HF_HUB_OFFLINE=1 vla profile " + " ".join(overrides)
+
+
+def _run_dir() -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # noqa: BLE001
+        return Path("outputs/profile")
+
+
+def main(cfg) -> dict[str, dict[str, Any]]:
+    from vla.checkpoint import build_policy
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    from vla.accel import accel_spec, build_accelerated, speedup_line
+
+    accel = accel_spec(cfg.get("accel"))
+    policies, batches = {}, {}
+    if accel is not None:  # `accel=<preset>`: that preset against `none`, same model and seed
+        torch.manual_seed(cfg.seed)
+        base, pre, _ = build_policy(cfg.model, {"name": "none"}, device=cfg.device)
+        fast, fast_pre, _, _ = build_accelerated(cfg.model, accel, device=cfg.device, seed=cfg.seed)
+        for name, (policy, pp) in {"none": (base, pre), f"accel={accel.name}": (fast, fast_pre)}.items():
+            policies[name] = policy
+            batches[name] = make_batch(policy, pp, instruction=cfg.instruction, seed=cfg.seed)
+    for name, preset in ({} if accel is not None else _compressor_presets(cfg)).items():
+        torch.manual_seed(cfg.seed)
+        policy, pre, _ = build_policy(cfg.model, preset, device=cfg.device)
+        policies[name] = policy
+        batches[name] = make_batch(policy, pre, instruction=cfg.instruction, seed=cfg.seed)
+    rows = profile_policies(policies, batches, repeats=cfg.repeats, warmup=cfg.warmup)
+
+    model_name = cfg.model.get("name", "model")
+    title = (
+        f"vla profile: model={model_name}, batch 1, {cfg.device}, {torch.get_num_threads()} threads, "
+        f"median of {cfg.repeats} interleaved calls (after {cfg.warmup} warm-up)"
+    )
+    command = _reproduce_command()
+    print(title)
+    print(format_table(rows))
+    out = _run_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"title": title, "command": command, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    (out / "profile.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
+    (out / "profile.md").write_text(f"# {title}\n\n{format_table(rows, markdown=True)}\n\nReproduce: `{command}`\n")
+    print(f"\nwrote {out / 'profile.json'} and {out / 'profile.md'}")
+    print(f"reproduce: {command}")
+    if accel is not None:
+        print(speedup_line(rows["none"], rows[f"accel={accel.name}"]))
+    return rows
