@@ -119,7 +119,9 @@ def keep_count(num_layers: int, keep_layers: int | None = None, keep_ratio: floa
         keep_layers = max(1, math.floor(float(keep_ratio) * num_layers + 0.5))
     keep_layers = int(keep_layers)
     if not 1 <= keep_layers <= num_layers:
-        raise ValueError(f"keep_layers must be in [1, {num_layers}] (the backbone has {num_layers} layers), got {keep_layers}")
+        raise ValueError(
+            f"keep_layers must be in [1, {num_layers}] (the backbone has {num_layers} layers), got {keep_layers}"
+        )
     return keep_layers
 
 

@@ -36,10 +36,12 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("vla.evaluate:main", "eval", "closed-loop success rate (95% CI), latency and videos of a checkpoint or the expert"),
     "teleop": Command("sim.teleop:main", "teleop", "drive the sim from the keyboard in a terminal and record a LeRobot dataset"),
     "profile": Command("vla.profiling:main", "profile", "FLOPs + per-stage latency of the policy per compressor"),
+    "prune": Command("vla.prune:main", "prune", "EfficientVLA layer pruning of a checkpoint, calibrated on a dataset"),
 }
 
 # `vla bench <name>`: benchmarks, each with configs/bench/<name>.yaml.
 BENCHES: dict[str, Command] = {
+    "policy": Command("vla.bench:main", "bench/policy", "every compressor side by side: success, FLOPs, latency, videos"),
     "env-speed": Command("sim.speed:main", "bench/env_speed", "env steps/s with cameras on/off"),
     "ros": Command("ros_nodes.bench:main", "bench/ros", "frame->action latency and action rate over the ROS 2 SIL loop"),
 }

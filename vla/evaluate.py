@@ -91,6 +91,7 @@ class EvalPlan:
     device: str
     threads: int | None = None  # torch intra-op threads per process (None = cores // num_envs)
     policy_overrides: dict = field(default_factory=dict)
+    accel: dict | None = None  # acceleration preset applied at load (vla/accel.py); None = as trained
     video_episodes: int = 0  # first N episodes of each task get a video
     out_dir: str = ""
 
@@ -158,6 +159,7 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
         device=str(cfg.device),
         threads=None if cfg.get("threads") is None else int(cfg.threads),
         policy_overrides=_plain(cfg.get("policy")),
+        accel=_plain(cfg.get("accel")) if (cfg.get("accel") or {}).get("name", "none") != "none" else None,
         video_episodes=videos,
         out_dir=str(Path(out_dir).absolute()),
     )
@@ -282,7 +284,7 @@ def _worker_policy(env: Any) -> Any:
     if _WORKER["policy"] is None:
         from vla.runtime import load_policy
 
-        _WORKER["policy"] = load_policy(plan.checkpoint, plan.device, **plan.policy_overrides)
+        _WORKER["policy"] = load_policy(plan.checkpoint, plan.device, accel=plan.accel, **plan.policy_overrides)
     return _WORKER["policy"]
 
 
@@ -408,6 +410,7 @@ def summarize(plan: EvalPlan, results: list[EpisodeResult], wall_s: float, comma
         "num_envs": plan.num_envs,
         "device": plan.device,
         "policy_overrides": plan.policy_overrides,
+        "accel": plan.accel,
         "tasks": rows,
         "overall": _row("overall", results),
         "latency_ms": {

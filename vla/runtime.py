@@ -226,12 +226,13 @@ def _cli_overrides(overrides: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def load_policy(checkpoint: str | Path, device: str = "cpu", **overrides: Any) -> VLAChunkPolicy:
+def load_policy(checkpoint: str | Path, device: str = "cpu", accel: Any = None, **overrides: Any) -> VLAChunkPolicy:
     """Load a saved VLA checkpoint folder (vla/checkpoint.py layout) as a ChunkPolicy.
 
     ``overrides`` are config fields to change at load time (e.g. ``n_action_steps=4`` or
     ``head={"num_flow_steps": 5}``); ones that would change the architecture are rejected with
-    every difference named. Raises FileNotFoundError naming a missing folder/file.
+    every difference named. ``accel`` is an acceleration preset (a name such as "fast", or its
+    config; vla/accel.py) applied after loading. Raises FileNotFoundError naming a missing folder/file.
     """
     from vla.checkpoint import load_checkpoint
 
@@ -244,4 +245,9 @@ def load_policy(checkpoint: str | Path, device: str = "cpu", **overrides: Any) -
 
         config = PreTrainedConfig.from_pretrained(path, cli_overrides=_cli_overrides(overrides))
     loaded = load_checkpoint(path, config=config, device=device)
-    return VLAChunkPolicy(loaded.policy, loaded.preprocessor, loaded.postprocessor, checkpoint=path)
+    policy = loaded.policy
+    if accel is not None:
+        from vla.accel import accelerate
+
+        policy, _ = accelerate(policy, loaded.preprocessor, accel)
+    return VLAChunkPolicy(policy, loaded.preprocessor, loaded.postprocessor, checkpoint=path)
