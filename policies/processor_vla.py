@@ -39,6 +39,26 @@ from policies.tokenizer import default_vocab, load_tokenizer
 
 TASK_KEY = "task"
 
+# Floor for the std used to normalise state/action (in the feature's units: m, rad, [-1, 1]).
+# A dimension that barely moves in the demos (the tabletop gripper's roll/pitch: std ~4e-4 rad) would
+# otherwise turn the few mrad of contact wobble seen at test time into normalised inputs of 100+, far
+# outside training: measured, this sent a trained policy off course from its first step.
+MIN_NORM_STD = 5e-2
+
+
+def floor_std(stats: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+    """Copy of ``stats`` with every ``std`` floored at MIN_NORM_STD (means, min/max untouched)."""
+    if stats is None:
+        return None
+    out = {}
+    for key, feature_stats in stats.items():
+        feature_stats = dict(feature_stats)
+        if "std" in feature_stats:
+            std = torch.as_tensor(np.asarray(feature_stats["std"], dtype=np.float32))
+            feature_stats["std"] = std.clamp_min(MIN_NORM_STD)
+        out[key] = feature_stats
+    return out
+
 
 def make_vla_pre_post_processors(
     config: VLAConfig,
@@ -48,7 +68,7 @@ def make_vla_pre_post_processors(
     PolicyProcessorPipeline[PolicyAction, PolicyAction],
 ]:
     """The policy's (preprocessor, postprocessor) pair; see the module docstring for the steps."""
-    steps = make_default_policy_processor_steps(config, dataset_stats)
+    steps = make_default_policy_processor_steps(config, floor_std(dataset_stats))
     tokenizer = VLATokenizerProcessorStep(
         max_length=config.max_instruction_tokens, tokenizer_path=config.tokenizer_path
     )
