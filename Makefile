@@ -18,6 +18,8 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export MUJOCO_GL ?= egl
 export PYTHONUNBUFFERED := 1
+# OpenMP threads that spin while waiting make torch ~10x slower on a shared 2-core box (measured).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: help install sysdeps demo test test-slow clean
 

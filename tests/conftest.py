@@ -6,6 +6,9 @@ import os
 import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+# Before torch loads: spinning OpenMP waits made torch ~10x slower on a shared 2-core machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # The small real dataset shared by every test that needs demonstrations (policy training, ...).
 TABLETOP_DATASET_TASKS = ("place_red_on_blue_plate", "red_in_bowl", "push_red_left")

@@ -1,0 +1,154 @@
+"""Build what a training run updates: policy + processors (new, fine-tuned or resumed), freezing,
+AdamW and the warmup/cosine schedule. The policy is used only through lerobot's policy API
+(``forward``, ``get_optim_params``, ``save_pretrained`` / ``from_pretrained``) and the processor
+factory ``make_vla_pre_post_processors``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from vla.training.data import check_features, policy_features
+from vla.training.settings import FREEZE, TrainConfigError, TrainSettings
+
+
+def requested_config(s: TrainSettings, meta):
+    """VLAConfig from the model + compressor presets, with features read from the dataset."""
+    from policies.configuration_vla import config_from_dict
+
+    inputs, outputs = policy_features(meta)
+    try:
+        return config_from_dict(s.model, s.compressor, device=s.device, input_features=inputs, output_features=outputs)
+    except (TypeError, ValueError) as e:  # a misspelt field, a wrong type, a value VLAConfig rejects
+        raise TrainConfigError(f"{_preset_names(s)}: bad model/compressor config: {e}") from e
+
+
+def _preset_names(s: TrainSettings) -> str:
+    return f"model={s.model.get('name')}, compressor={s.compressor.get('name')}"
+
+
+def new_policy(s: TrainSettings, meta):
+    """A freshly initialised policy + processors with the dataset's normalisation stats."""
+    from policies.modeling_vla import VLAPolicy
+    from policies.processor_vla import make_vla_pre_post_processors
+
+    config = requested_config(s, meta)
+    check_features(meta, list(config.camera_keys), where=f"model={s.model.get('name')}")
+    try:
+        policy = VLAPolicy(config)
+    except (TypeError, ValueError) as e:  # e.g. compressor parameters its method does not take
+        raise TrainConfigError(f"{_preset_names(s)}: cannot build the policy: {e}") from e
+    pre, post = make_vla_pre_post_processors(config, dataset_stats=meta.stats)
+    return policy.to(s.device), pre, post
+
+
+def load_policy(path: str | Path, s: TrainSettings, meta, *, resume: bool):
+    """A policy + processors from a checkpoint folder (``vla.checkpoint.load_checkpoint``).
+
+    resume: the checkpoint must match the requested model/compressor (architecture check) and its
+        saved processors (tokenizer vocabulary, normalisation stats) are used as they are.
+    fine-tune (``init_from``): the architecture comes from the checkpoint (checked against the
+        request only when model=/compressor= were given explicitly); the dataset's features must fit
+        the checkpoint; the saved processors are used with the new dataset's normalisation stats
+        (``finetune_stats=dataset``, lerobot's behaviour) or the checkpoint's (``=checkpoint``).
+    """
+    import policies.processor_vla  # noqa: F401  registers the vla processor steps the loader looks up
+    from vla.checkpoint import load_checkpoint
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder '{path}' does not exist (expected a folder with config.json)")
+    requested = requested_config(s, meta) if (resume or s.check_init_arch) else None
+    keep_stats = resume or s.finetune_stats == "checkpoint"
+    ckpt = load_checkpoint(path, config=requested, device=s.device, processors=True)
+    policy, config = ckpt.policy, ckpt.policy.config
+    check_features(meta, list(config.camera_keys), config.state_dim, config.action_dim, where=f"checkpoint '{path}'")
+    pre, post = ckpt.preprocessor, ckpt.postprocessor
+    if not keep_stats:
+        pre, post = _processors_with_stats(path, config, meta.stats, s.device)
+    policy.train()
+    return policy.to(s.device), pre, post
+
+
+def _processors_with_stats(path: Path, config, stats: dict, device: str):
+    """The checkpoint's processors (same tokenizer) with ``stats`` for (un)normalisation."""
+    from lerobot.policies.factory import make_pre_post_processors
+
+    feats = {**config.input_features, **config.output_features}
+    norm = config.normalization_mapping
+    pre_over = {
+        "device_processor": {"device": device},
+        "normalizer_processor": {"stats": stats, "features": feats, "norm_map": norm},
+    }
+    post_over = {"unnormalizer_processor": {"stats": stats, "features": config.output_features, "norm_map": norm}}
+    return make_pre_post_processors(
+        config, pretrained_path=str(path), preprocessor_overrides=pre_over, postprocessor_overrides=post_over
+    )
+
+
+def apply_freeze(policy: torch.nn.Module, freeze: str) -> dict[str, int]:
+    """Turn off gradients for the parameter groups ``freeze`` names; returns parameter counts."""
+    prefixes = FREEZE[freeze]
+    names = [n for n, _ in policy.named_parameters()]
+    for prefix in prefixes:
+        if not any(n.startswith(prefix) for n in names):
+            raise TrainConfigError(f"freeze={freeze}: the policy has no parameters under '{prefix}'")
+    frozen = trainable = 0
+    for name, p in policy.named_parameters():
+        if prefixes and name.startswith(prefixes):
+            p.requires_grad_(False)
+            frozen += p.numel()
+        else:
+            trainable += p.numel()
+    if trainable == 0:
+        raise TrainConfigError(f"freeze={freeze} leaves no trainable parameter")
+    return {"frozen": frozen, "trainable": trainable}
+
+
+def make_optimizer(policy, s: TrainSettings) -> torch.optim.AdamW:
+    """AdamW over ``get_optim_params()``; no weight decay on biases, norms and 1-D parameters."""
+    params = policy.get_optim_params()
+    if isinstance(params, dict):  # lerobot allows named groups; we only need the tensors
+        params = list(params.values())
+    flat: list[torch.nn.Parameter] = []
+    for group in params:
+        flat.extend(group["params"] if isinstance(group, dict) else [group])
+    params = [p for p in flat if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # The fused kernel: measured 3x less CPU time per step than the default on the `cpu` model.
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=s.lr, betas=s.betas, eps=1e-8, fused=fused or None)
+
+
+class WarmupCosine:
+    """lr factor: linear warmup over ``warmup`` steps, then cosine from 1 to ``min_ratio`` at ``total``."""
+
+    def __init__(self, warmup: int, total: int, min_ratio: float):
+        self.warmup, self.total, self.min_ratio = warmup, total, min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        span = max(1, self.total - self.warmup)
+        progress = min(1.0, (step - self.warmup) / span)
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _schedule(s: TrainSettings) -> WarmupCosine:
+    ratio = min(1.0, s.min_lr / s.lr) if s.lr > 0 else 0.0
+    return WarmupCosine(s.warmup_steps, s.steps, ratio)
+
+
+def make_scheduler(optimizer, s: TrainSettings) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(s))
+
+
+def reset_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, s: TrainSettings) -> None:
+    """After loading a saved scheduler (which restores the old schedule's fields): follow the current
+    config, so resuming with a larger ``train.steps`` stretches the cosine instead of staying at the floor."""
+    scheduler.lr_lambdas = [_schedule(s) for _ in scheduler.lr_lambdas]

@@ -1,0 +1,321 @@
+"""Training data: find a LeRobot dataset, check its features, serve batches in a deterministic order.
+
+    source = resolve_dataset("outputs/demo/dataset")      # a local root, or a repo_id in the cache
+    meta = load_metadata(source)                           # clear error if it is not LeRobot v3.0
+    check_features(meta, camera_keys, state_dim, action_dim)
+    dataset = make_dataset(source, meta, chunk_size=H, cache="auto")
+    loader = make_loader(dataset, StepBatchSampler(len(dataset), batch, seed, start_step, steps))
+
+Why a frame cache: lerobot decodes video per sample (seek + decode of one frame per camera,
+~20 ms/sample here), which on 2 CPU cores costs more than a ``tiny`` policy step. Decoding each
+episode once, in order, runs at ~600 frames/s; the decoded uint8 frames of a small dataset fit in
+memory (128x128x3 = 48 KiB per camera-frame), so ``cache=auto`` keeps them there when they fit in
+``cache_max_gb``. Items are the same as ``LeRobotDataset`` with ``delta_timestamps`` for the action
+chunk and ``return_uint8=True`` (``tests/vla/test_train_data.py`` checks it).
+
+Why a step-indexed sampler: batch ``s`` is a pure function of (seed, s, rank), so a run resumed at
+step ``k`` sees exactly the batches an uninterrupted run sees from step ``k`` on, on any number of
+processes, without saving sampler or DataLoader state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lerobot.utils.constants import ACTION, OBS_STATE
+
+logger = logging.getLogger(__name__)
+
+ACTION_IS_PAD = f"{ACTION}_is_pad"
+EXPECTED = "a LeRobot v3.0 dataset folder (meta/info.json, meta/episodes/, data/)"
+
+
+class DatasetError(ValueError):
+    """The dataset is missing, is not a LeRobot v3.0 dataset, or does not fit the policy."""
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    root: Path
+    repo_id: str
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding and checking the dataset
+# --------------------------------------------------------------------------------------------------
+def resolve_dataset(spec: str | Path) -> DatasetSource:
+    """A local dataset root, or a ``<user>/<name>`` repo_id already in ``$HF_LEROBOT_HOME`` (no download)."""
+    from lerobot.utils.constants import HF_LEROBOT_HOME
+
+    if spec is None or str(spec).strip() in ("", "???"):
+        raise DatasetError(f"dataset= is required: the root folder of {EXPECTED}, or a repo_id in the local cache")
+    path = Path(str(spec)).expanduser()
+    if path.exists():
+        root = path.resolve()
+        return DatasetSource(root, f"local/{root.name}")
+    cached = HF_LEROBOT_HOME / str(spec)
+    if cached.exists():
+        return DatasetSource(cached, str(spec))
+    raise DatasetError(
+        f"dataset '{spec}' not found: no folder at '{path.resolve()}' and no cached repo at '{cached}'. "
+        f"Expected {EXPECTED}. Nothing is downloaded (HF_HUB_OFFLINE): record one with `vla collect`."
+    )
+
+
+def load_metadata(source: DatasetSource):
+    """``LeRobotDatasetMetadata`` of a local dataset; ``DatasetError`` naming the path if it is not one."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+
+    info_file = source.root / "meta" / "info.json"
+    if not source.root.is_dir():
+        raise DatasetError(f"dataset path '{source.root}' is not a directory; expected {EXPECTED}")
+    if not info_file.is_file():
+        raise DatasetError(f"'{source.root}' is not a LeRobot dataset: '{info_file}' is missing; expected {EXPECTED}")
+    try:
+        info = json.loads(info_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"'{info_file}' is not valid JSON ({e}); expected {EXPECTED}") from e
+    version = str(info.get("codebase_version", "?"))
+    if not version.startswith("v3"):
+        raise DatasetError(
+            f"dataset '{source.root}' has codebase_version {version}; expected v3.x (convert it with "
+            "lerobot.scripts.convert_dataset_v21_to_v30)"
+        )
+    try:
+        return LeRobotDatasetMetadata(source.repo_id, root=source.root)
+    except Exception as e:  # lerobot raises assorted errors for half-written metadata
+        raise DatasetError(f"cannot read the metadata of dataset '{source.root}': {type(e).__name__}: {e}") from e
+
+
+def policy_features(meta) -> tuple[dict, dict]:
+    """(input_features, output_features) as lerobot's ``make_policy`` derives them from a dataset."""
+    from lerobot.configs import FeatureType
+    from lerobot.utils.feature_utils import dataset_to_policy_features
+
+    features = dataset_to_policy_features(meta.features)
+    outputs = {k: f for k, f in features.items() if f.type is FeatureType.ACTION}
+    inputs = {k: f for k, f in features.items() if k not in outputs}
+    return inputs, outputs
+
+
+def check_features(meta, camera_keys: list[str], state_dim: int | None = None, action_dim: int | None = None,
+                   where: str = "the model config") -> None:
+    """Raise ``DatasetError`` naming every feature the policy needs that the dataset lacks or shapes differently."""
+    inputs, outputs = policy_features(meta)
+    have = {k: tuple(v.shape) for k, v in {**inputs, **outputs}.items()}
+    problems = []
+    for key in camera_keys:
+        if key not in inputs:
+            problems.append(f"camera '{key}' (required by {where}) is missing")
+        elif len(inputs[key].shape) != 3 or inputs[key].shape[0] != 3:
+            problems.append(f"camera '{key}' has shape {tuple(inputs[key].shape)}, expected (3, H, W)")
+    for key, dim, feats in ((OBS_STATE, state_dim, inputs), (ACTION, action_dim, outputs)):
+        if key not in feats:
+            problems.append(f"'{key}' is missing")
+        elif len(feats[key].shape) != 1:
+            problems.append(f"'{key}' has shape {tuple(feats[key].shape)}, expected 1-D")
+        elif dim is not None and feats[key].shape[0] != dim:
+            problems.append(f"'{key}' has dimension {feats[key].shape[0]} but {where} expects {dim}")
+    if problems:
+        raise DatasetError(
+            f"dataset '{meta.root}' does not fit the policy: " + "; ".join(problems) + f". Dataset features: {have}"
+        )
+
+
+def split_episodes(num_episodes: int, val_episodes: int) -> tuple[list[int], list[int]]:
+    """Train on the first episodes, hold out the last ``val_episodes`` for the validation loss."""
+    if not 0 <= val_episodes < num_episodes:
+        raise ValueError(f"val_episodes={val_episodes} must be in [0, {num_episodes}) (the dataset's episodes)")
+    cut = num_episodes - val_episodes
+    return list(range(cut)), list(range(cut, num_episodes))
+
+
+# --------------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------------
+def make_dataset(source: DatasetSource, meta, chunk_size: int, episodes: list[int] | None = None,
+                 cache: str | bool = "auto", cache_max_gb: float = 4.0) -> Dataset:
+    """The in-memory ``FrameCache`` when asked (or ``auto`` and it fits), else a ``LeRobotDataset``."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    delta = {ACTION: [i / meta.fps for i in range(chunk_size)]}
+    ds = LeRobotDataset(source.repo_id, root=source.root, episodes=episodes, delta_timestamps=delta, return_uint8=True)
+    gib = FrameCache.estimate_bytes(ds) / 2**30
+    use_cache = cache is True or str(cache).lower() == "true" or (str(cache).lower() == "auto" and gib <= cache_max_gb)
+    if not use_cache:
+        if str(cache).lower() == "auto":
+            logger.info("frame cache off: decoded frames need %.1f GiB > cache_max_gb=%s", gib, cache_max_gb)
+        return ds
+    return FrameCache(ds, chunk_size)
+
+
+class FrameCache(Dataset):
+    """A ``LeRobotDataset`` (action chunk of ``chunk_size``) with every frame decoded once into memory."""
+
+    def __init__(self, ds, chunk_size: int):
+        meta = ds.meta
+        hf = ds.hf_dataset.with_format("numpy", columns=[OBS_STATE, ACTION, "episode_index", "frame_index",
+                                                          "timestamp", "index", "task_index"])
+        cols = hf[:]
+        self.state = torch.from_numpy(np.asarray(cols[OBS_STATE], dtype=np.float32))
+        self.action = torch.from_numpy(np.asarray(cols[ACTION], dtype=np.float32))
+        self.episode = torch.from_numpy(np.asarray(cols["episode_index"], dtype=np.int64).reshape(-1))
+        self.frame_index = torch.from_numpy(np.asarray(cols["frame_index"], dtype=np.int64).reshape(-1))
+        self.timestamp = torch.from_numpy(np.asarray(cols["timestamp"], dtype=np.float32).reshape(-1))
+        self.abs_index = torch.from_numpy(np.asarray(cols["index"], dtype=np.int64).reshape(-1))
+        self.task_index = torch.from_numpy(np.asarray(cols["task_index"], dtype=np.int64).reshape(-1))
+        self.tasks = list(meta.tasks.index)
+        self.chunk = chunk_size
+        self.camera_keys = list(meta.camera_keys)
+        self.meta = meta
+        # Episode bounds in *this* (possibly episode-filtered) row space: rows of an episode are contiguous.
+        self.ep_start = torch.zeros_like(self.episode)
+        self.ep_end = torch.zeros_like(self.episode)
+        for ep in torch.unique(self.episode).tolist():
+            rows = torch.nonzero(self.episode == ep).flatten()
+            self.ep_start[rows], self.ep_end[rows] = int(rows[0]), int(rows[-1]) + 1
+        self.frames = {key: self._decode(ds, key) for key in self.camera_keys}
+
+    @staticmethod
+    def estimate_bytes(ds) -> int:
+        return sum(len(ds) * math.prod(ds.meta.features[k]["shape"]) for k in ds.meta.camera_keys)
+
+    def _decode(self, ds, key: str) -> torch.Tensor:
+        """All frames of one camera, uint8 [N, 3, H, W], in row order (one decode pass per episode)."""
+        meta = ds.meta
+        if key not in meta.video_keys:  # image feature stored in the parquet files
+            col = ds.hf_dataset.with_format("torch", columns=[key])
+            out = [(col[i : i + 256][key] * 255).round().to(torch.uint8) for i in range(0, len(col), 256)]
+            return torch.cat(out)
+        from lerobot.datasets.video_utils import decode_video_frames
+
+        out = torch.empty((len(self.episode), *self._chw(meta, key)), dtype=torch.uint8)
+        for ep in torch.unique(self.episode).tolist():
+            rows = torch.nonzero(self.episode == ep).flatten()
+            info = meta.episodes[ep]
+            ts = (self.timestamp[rows].double() + info[f"videos/{key}/from_timestamp"]).tolist()
+            path = ds.root / meta.get_video_file_path(ep, key)
+            backend = getattr(ds, "_video_backend", None)  # lerobot's choice (torchcodec, else pyav)
+            out[rows] = decode_video_frames(path, ts, ds.tolerance_s, backend, return_uint8=True)
+        return out
+
+    @staticmethod
+    def _chw(meta, key: str) -> tuple[int, int, int]:
+        h, w, c = meta.features[key]["shape"]
+        return c, h, w
+
+    def __len__(self) -> int:
+        return len(self.episode)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        q = idx + torch.arange(self.chunk)
+        end = int(self.ep_end[idx])
+        item = {key: self.frames[key][idx] for key in self.camera_keys}
+        item.update({
+            OBS_STATE: self.state[idx],
+            ACTION: self.action[q.clamp(max=end - 1)],
+            ACTION_IS_PAD: q >= end,
+            "episode_index": self.episode[idx],
+            "frame_index": self.frame_index[idx],
+            "timestamp": self.timestamp[idx],
+            "index": self.abs_index[idx],
+            "task_index": self.task_index[idx],
+            "task": self.tasks[int(self.task_index[idx])],
+        })
+        return item
+
+
+# --------------------------------------------------------------------------------------------------
+# Order and loading
+# --------------------------------------------------------------------------------------------------
+def _permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    return torch.randperm(n, generator=gen)
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches for steps ``start_step .. steps-1``; batch ``s`` depends only on (seed, s, rank).
+
+    The samples form one endless stream: epoch ``e`` is a permutation seeded by (seed, e), and step
+    ``s`` of process ``rank`` (of ``world``) takes stream positions ``(s*world + rank)*batch + j``.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, start_step: int, steps: int,
+                 rank: int = 0, world: int = 1):
+        if num_samples < 1:
+            raise ValueError("the training set is empty")
+        self.n, self.batch, self.seed = num_samples, batch_size, seed
+        self.start, self.steps, self.rank, self.world = start_step, steps, rank, world
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def indices(self, step: int) -> list[int]:
+        first = (step * self.world + self.rank) * self.batch
+        out = []
+        for pos in range(first, first + self.batch):
+            epoch, offset = divmod(pos, self.n)
+            if self._perm is None or self._perm[0] != epoch:
+                self._perm = (epoch, _permutation(self.seed, epoch, self.n))
+            out.append(int(self._perm[1][offset]))
+        return out
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            yield self.indices(step)
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+
+def make_loader(dataset: Dataset, sampler: Sampler, num_workers: int = 0, mp_context: str = "spawn",
+                pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over ``sampler``'s batches. Workers start with ``spawn`` by default: torchcodec in
+    forked workers fails when the parent process has used it (see ENVIRONMENT.md)."""
+    workers = num_workers > 0
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        multiprocessing_context=mp_context if workers else None,
+        persistent_workers=False,
+        prefetch_factor=2 if workers else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Augmentation (on the batch, in the main process, from a per-step generator: reproducible)
+# --------------------------------------------------------------------------------------------------
+def to_float_images(batch: dict[str, Any], camera_keys: list[str]) -> None:
+    """uint8 [B, 3, H, W] -> float [0, 1] in place (what the VLA processor expects)."""
+    for key in camera_keys:
+        if key in batch and batch[key].dtype == torch.uint8:
+            batch[key] = batch[key].float().div_(255.0)
+
+
+def augment_images(batch: dict[str, Any], camera_keys: list[str], gen: torch.Generator,
+                   shift: int = 0, brightness: float = 0.0, contrast: float = 0.0) -> None:
+    """Random shift (replicate-pad by ``shift`` px + random crop, as in DrQ) and brightness/contrast
+    jitter, per sample, in place on float images in [0, 1]."""
+    for key in camera_keys:
+        img = batch[key]
+        b, _, h, w = img.shape
+        if shift > 0:
+            padded = torch.nn.functional.pad(img, (shift, shift, shift, shift), mode="replicate")
+            dx = torch.randint(0, 2 * shift + 1, (b,), generator=gen).tolist()
+            dy = torch.randint(0, 2 * shift + 1, (b,), generator=gen).tolist()
+            img = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+        if brightness > 0 or contrast > 0:
+            gain = 1 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * contrast
+            bias = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * brightness
+            mean = img.mean(dim=(1, 2, 3), keepdim=True)
+            img = ((img - mean) * gain + mean + bias).clamp_(0, 1)
+        batch[key] = img
