@@ -9,7 +9,9 @@ PY := $(VENV)/bin/python
 VLA := $(VENV)/bin/vla
 STAMP := $(VENV)/.vla-installed
 # lerobot 0.6 needs Python >= 3.12. Override with `make PYTHON312=/path/to/python3.12 ...`.
-PYTHON312 ?= $(shell command -v python3.12 2>/dev/null || ls -d /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -n1)
+# The first candidate that actually runs (a pyenv shim can exist and still refuse to run).
+PYTHON312 ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 2>/dev/null); do \
+	$$p -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 # On a robot with a sourced ROS 2 ($ROS_DISTRO set) the system rclpy is used: no ROS wheels.
 comma := ,
 EXTRAS ?= libero$(if $(ROS_DISTRO),,$(comma)ros)$(comma)test
