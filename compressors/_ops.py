@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compressors.base import InstructionContext
+from compressors.base import Compressor, InstructionContext
 
 # ----------------------------------------------------------------------------- argument checks
 
@@ -173,3 +173,29 @@ def attend(attn: nn.MultiheadAttention, query: torch.Tensor, kv: torch.Tensor) -
     """query [B, Q, D] attends to kv [B, K, D] -> (out [B, Q, D], weights [B, Q, K] mean over heads)."""
     out, weights = attn(query, kv, kv, need_weights=True, average_attn_weights=True)
     return out, weights
+
+
+# ----------------------------------------------------------------------------- shared base
+
+
+class BudgetedCompressor(Compressor):
+    """A pre-LM method that emits exactly ``budget`` tokens per camera (DivPrune, ToMe, VisionZip,
+    random): holds the validated ``dim``/``budget`` and the checks every call repeats."""
+
+    def __init__(self, dim: int, budget: int = 80) -> None:
+        super().__init__()
+        self.dim = positive_int(dim, "dim", self.who)
+        self.budget = positive_int(budget, "budget", self.who)
+
+    @property
+    def who(self) -> str:
+        return type(self).__name__
+
+    def output_tokens(self, grid: tuple[int, int]) -> int:
+        return check_budget(self.budget, grid[0] * grid[1], self.who)
+
+    def check_input(self, visual_tokens: torch.Tensor, grid: tuple[int, int]) -> tuple[int, int, int]:
+        """Validate one camera's tokens against the grid, width and budget; return (B, N, D)."""
+        b, n, d = check_tokens(visual_tokens, grid, self.dim, self.who)
+        check_budget(self.budget, n, self.who)
+        return b, n, d

@@ -11,20 +11,18 @@ from __future__ import annotations
 import torch
 
 from compressors._ops import (
-    check_budget,
-    check_tokens,
+    BudgetedCompressor,
     cosine_matrix,
     gather_tokens,
     greedy_max_min,
     kept_mask,
     mask_to_index,
-    positive_int,
 )
-from compressors.base import Compressor, CompressorOutput, InstructionContext, register
+from compressors.base import CompressorOutput, InstructionContext, register
 
 
 @register
-class DivPrune(Compressor):
+class DivPrune(BudgetedCompressor):
     """Max-min diverse token subset.
 
     Args:
@@ -35,13 +33,7 @@ class DivPrune(Compressor):
     name = "divprune"
 
     def __init__(self, dim: int, budget: int = 80) -> None:
-        super().__init__()
-        who = type(self).__name__
-        self.dim = positive_int(dim, "dim", who)
-        self.budget = positive_int(budget, "budget", who)
-
-    def output_tokens(self, grid: tuple[int, int]) -> int:
-        return check_budget(self.budget, grid[0] * grid[1], type(self).__name__)
+        super().__init__(dim, budget)
 
     def forward(
         self,
@@ -49,8 +41,7 @@ class DivPrune(Compressor):
         grid: tuple[int, int],
         instruction: InstructionContext | None = None,
     ) -> CompressorOutput:
-        b, n, _ = check_tokens(visual_tokens, grid, self.dim, type(self).__name__)
-        check_budget(self.budget, n, type(self).__name__)
+        b, n, _ = self.check_input(visual_tokens, grid)
         sim = cosine_matrix(visual_tokens)
         # Seed: the token whose most similar *other* token is least similar (largest NN distance).
         eye = torch.eye(n, dtype=torch.bool, device=sim.device)

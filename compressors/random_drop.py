@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from compressors._ops import check_budget, check_tokens, gather_tokens, kept_mask, positive_int, topk_sorted
-from compressors.base import Compressor, CompressorOutput, InstructionContext, register
+from compressors._ops import BudgetedCompressor, gather_tokens, kept_mask, topk_sorted
+from compressors.base import CompressorOutput, InstructionContext, register
 
 
 @register
-class RandomDrop(Compressor):
+class RandomDrop(BudgetedCompressor):
     """Keep ``budget`` tokens per camera chosen uniformly at random, in their original order.
 
     Args:
@@ -28,10 +28,8 @@ class RandomDrop(Compressor):
     name = "random"
 
     def __init__(self, dim: int, budget: int = 80, seed: int = 0) -> None:
-        super().__init__()
-        who = type(self).__name__
-        self.dim = positive_int(dim, "dim", who)
-        self.budget = positive_int(budget, "budget", who)
+        super().__init__(dim, budget)
+        who = self.who
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"{who}: `seed` must be an int, got {seed!r}")
         self.seed = seed
@@ -41,17 +39,13 @@ class RandomDrop(Compressor):
         """Restart the random stream from ``seed``."""
         self._generator = torch.Generator().manual_seed(self.seed)
 
-    def output_tokens(self, grid: tuple[int, int]) -> int:
-        return check_budget(self.budget, grid[0] * grid[1], type(self).__name__)
-
     def forward(
         self,
         visual_tokens: torch.Tensor,
         grid: tuple[int, int],
         instruction: InstructionContext | None = None,
     ) -> CompressorOutput:
-        b, n, _ = check_tokens(visual_tokens, grid, self.dim, type(self).__name__)
-        check_budget(self.budget, n, type(self).__name__)
+        b, n, _ = self.check_input(visual_tokens, grid)
         # i.i.d. uniform scores -> top-k is a uniform random subset; drawn on CPU for device-independence.
         scores = torch.rand(b, n, generator=self._generator)
         index = topk_sorted(scores, self.budget).to(visual_tokens.device)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from compressors._ops import check_budget, check_tokens, cosine_matrix, gather_tokens, positive_int
-from compressors.base import Compressor, CompressorOutput, InstructionContext, register
+from compressors._ops import BudgetedCompressor, cosine_matrix, gather_tokens
+from compressors.base import CompressorOutput, InstructionContext, register
 
 
 def _gather_columns(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ def _merge_round(
 
 
 @register
-class ToMe(Compressor):
+class ToMe(BudgetedCompressor):
     """Merge similar tokens until ``budget`` remain.
 
     Args:
@@ -68,13 +68,7 @@ class ToMe(Compressor):
     name = "tome"
 
     def __init__(self, dim: int, budget: int = 80) -> None:
-        super().__init__()
-        who = type(self).__name__
-        self.dim = positive_int(dim, "dim", who)
-        self.budget = positive_int(budget, "budget", who)
-
-    def output_tokens(self, grid: tuple[int, int]) -> int:
-        return check_budget(self.budget, grid[0] * grid[1], type(self).__name__)
+        super().__init__(dim, budget)
 
     def forward(
         self,
@@ -82,8 +76,7 @@ class ToMe(Compressor):
         grid: tuple[int, int],
         instruction: InstructionContext | None = None,
     ) -> CompressorOutput:
-        b, n, _ = check_tokens(visual_tokens, grid, self.dim, type(self).__name__)
-        check_budget(self.budget, n, type(self).__name__)
+        b, n, _ = self.check_input(visual_tokens, grid)
         x = visual_tokens
         size = x.new_ones(b, n)
         source = torch.eye(n, dtype=x.dtype, device=x.device).expand(b, n, n)

@@ -18,23 +18,21 @@ from __future__ import annotations
 import torch
 
 from compressors._ops import (
-    check_budget,
-    check_tokens,
+    BudgetedCompressor,
     cosine_matrix,
     gather_tokens,
     kept_mask,
     mask_to_index,
     mean_by_assignment,
-    positive_int,
     topk_sorted,
 )
-from compressors.base import Compressor, CompressorOutput, InstructionContext, register
+from compressors.base import CompressorOutput, InstructionContext, register
 
 CONTEXTUAL_SHARE = 10 / 64  # VisionZip's 54 dominant + 10 contextual at 64 tokens
 
 
 @register
-class VisionZip(Compressor):
+class VisionZip(BudgetedCompressor):
     """Attention-dominant tokens plus similarity-merged contextual tokens.
 
     Args:
@@ -48,18 +46,13 @@ class VisionZip(Compressor):
     name = "visionzip"
 
     def __init__(self, dim: int, budget: int = 80, contextual: int | None = None) -> None:
-        super().__init__()
-        who = type(self).__name__
-        self.dim = positive_int(dim, "dim", who)
-        self.budget = positive_int(budget, "budget", who)
+        super().__init__(dim, budget)
+        who = self.who
         if contextual is None:  # VisionZip's split, but at least one of each kind when budget >= 2
             contextual = min(max(round(budget * CONTEXTUAL_SHARE), 1), budget - 1)
         if isinstance(contextual, bool) or not isinstance(contextual, int) or not 0 <= contextual <= budget:
             raise ValueError(f"{who}: contextual must be an int in [0, budget={budget}], got {contextual!r}")
         self.contextual = contextual
-
-    def output_tokens(self, grid: tuple[int, int]) -> int:
-        return check_budget(self.budget, grid[0] * grid[1], type(self).__name__)
 
     def saliency(self, x: torch.Tensor) -> torch.Tensor:
         """Fallback saliency [B, N]: mean attention received under softmax(X X^T / sqrt(D))."""
@@ -73,9 +66,8 @@ class VisionZip(Compressor):
         *,
         attention: torch.Tensor | None = None,
     ) -> CompressorOutput:
-        who = type(self).__name__
-        b, n, _ = check_tokens(visual_tokens, grid, self.dim, who)
-        check_budget(self.budget, n, who)
+        b, n, _ = self.check_input(visual_tokens, grid)
+        who = self.who
         if attention is None:
             attention = self.saliency(visual_tokens)
         elif attention.shape != (b, n):
