@@ -47,12 +47,10 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -62,6 +60,7 @@ from trajectory_msgs.msg import JointTrajectory
 from ros_nodes import conversions as conv
 from ros_nodes.chunk_broker import ChunkBroker
 from ros_nodes.nodes import CONFIG_DIR, parse_launch_value
+from ros_nodes.standalone import run_standalone
 from ros_nodes.params import ParamError, PolicyNodeParams, declare
 from ros_nodes.safety_filter import SafetyFilter
 from vla.runtime import ChunkPolicy
@@ -519,22 +518,7 @@ def _check_chunk(out: Any, dim: int) -> np.ndarray:
 
 def main(args: list[str] | None = None) -> None:
     """`ros2 run vla policy_node --ros-args --params-file configs/ros/policy_node.yaml [-p k:=v]`."""
-    rclpy.init(args=args)
-    try:
-        node = PolicyNode()
-    except Exception as e:  # noqa: BLE001 - a start-up error is one clear line, then exit
-        print(f"[FATAL] policy_node: {e}" if not isinstance(e, ParamError) else f"[FATAL] {e}", flush=True)
-        rclpy.try_shutdown()
-        raise SystemExit(2) from None
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_standalone(PolicyNode, "policy_node", args)
 
 
 if __name__ == "__main__":

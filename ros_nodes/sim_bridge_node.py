@@ -34,10 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -46,6 +44,7 @@ from std_msgs.msg import Bool, Float64, String
 from ros_nodes import conversions as conv
 from sim.spaces import CAMERAS
 from ros_nodes.nodes import CONFIG_DIR, parse_launch_value
+from ros_nodes.standalone import run_standalone
 from ros_nodes.params import ParamError, SimBridgeParams, declare
 from ros_nodes.policy_node import LATCHED
 
@@ -250,22 +249,7 @@ class SimBridgeNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """`ros2 run vla sim_bridge_node --ros-args --params-file configs/ros/sim_bridge_node.yaml`."""
-    rclpy.init(args=args)
-    try:
-        node = SimBridgeNode()
-    except Exception as e:  # noqa: BLE001 - a start-up error is one clear line, then exit
-        print(f"[FATAL] {e}" if isinstance(e, ParamError) else f"[FATAL] sim_bridge_node: {e!r}", flush=True)
-        rclpy.try_shutdown()
-        raise SystemExit(2) from None
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_standalone(SimBridgeNode, "sim_bridge_node", args)
 
 
 if __name__ == "__main__":
