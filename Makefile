@@ -1,6 +1,6 @@
 # `make demo` and `make test` work on a fresh clone: they create .venv (Python 3.12) when it is
 # missing, install the project with the extras they need, then run. Re-running is cheap: the
-# install step reruns only when a pyproject.toml changes.
+# install step reruns only when the Makefile or a pyproject.toml changes.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -31,7 +31,7 @@ help:
 	@echo "make test-slow  the slow tests (long training / full expert sweeps)"
 	@echo "make install    only set up .venv"
 
-$(STAMP): pyproject.toml plugins/lerobot_policy_vla/pyproject.toml plugins/lerobot_env_vla/pyproject.toml
+$(STAMP): Makefile pyproject.toml plugins/lerobot_policy_vla/pyproject.toml plugins/lerobot_env_vla/pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found; run: make PYTHON312=/path/to/python3.12 $(MAKECMDGOALS)"; exit 1; }
 	@test -x $(PY) || $(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
