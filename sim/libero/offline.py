@@ -3,9 +3,11 @@
 Two things in hf-libero 0.1.4 break an unattended, offline run:
 
 * ``import libero.libero`` calls ``input()`` when ``$LIBERO_CONFIG_PATH/config.yaml`` is missing.
-  We write that file ourselves (under ``$VLA_LIBERO_CONFIG_DIR``, default
-  ``~/.cache/vla/libero``) and point ``LIBERO_CONFIG_PATH`` at it *before* the import. A config the
-  user already has (``LIBERO_CONFIG_PATH`` set and its config.yaml present) is left untouched.
+  We write that file ourselves *before* the import: into ``$LIBERO_CONFIG_PATH`` if the user set
+  it (an existing config.yaml there is used as is), else into ``$VLA_LIBERO_CONFIG_DIR`` (default
+  ``~/.cache/vla/libero``, rewritten if its paths went stale) and point ``LIBERO_CONFIG_PATH``
+  there. hf-libero's own default ``~/.libero`` is deliberately not used: an old config there may
+  point at another LIBERO checkout.
 * Scene/object assets are looked up only at ``<site-packages>/libero/libero/assets`` and otherwise
   downloaded from a hub. The config's ``assets`` key is NOT consulted for that (checked in
   ``libero.libero.get_assets_path``), but that function returns its module-level cache
@@ -93,9 +95,12 @@ def ensure_libero() -> ModuleType:
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
     user_dir = os.environ.get("LIBERO_CONFIG_PATH")
-    if not (user_dir and (Path(user_dir) / "config.yaml").is_file()):
+    if user_dir:
+        if not (Path(user_dir) / "config.yaml").is_file():
+            write_config(Path(user_dir))
+    else:
         config_dir = default_config_dir()
-        if not (config_dir / "config.yaml").is_file() or not _config_valid(config_dir / "config.yaml"):
+        if not _config_valid(config_dir / "config.yaml"):
             write_config(config_dir)
         os.environ["LIBERO_CONFIG_PATH"] = str(config_dir)
     try:
