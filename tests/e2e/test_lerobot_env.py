@@ -1,5 +1,6 @@
-"""The tabletop suite as a lerobot env: `lerobot-eval --env.type=vla_tabletop` evaluates a lerobot
-policy (a small, randomly initialised ACT) through lerobot's own CLI and plugin discovery."""
+"""The tabletop suite as a lerobot env: `lerobot-eval --env.type=vla_tabletop` evaluates lerobot
+policies through lerobot's own CLI and plugin discovery: a small randomly initialised ACT (a policy
+lerobot ships) and a `vla` checkpoint (`--policy.path`, found through the lerobot_policy_vla plugin)."""
 
 import json
 import os
@@ -34,6 +35,25 @@ def act_checkpoint(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def vla_checkpoint(tmp_path_factory) -> Path:
+    """A tiny, untrained `vla` checkpoint (compressor_vla) with fixed normalisation stats."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from vla.checkpoint import build_policy, save_checkpoint
+    from vla.cli import CONFIG_DIR
+
+    stats = {
+        "observation.state": {"mean": np.zeros(8, np.float32), "std": np.ones(8, np.float32)},
+        "action": {"mean": np.zeros(7, np.float32), "std": np.full(7, 0.5, np.float32)},
+    }
+    model = OmegaConf.load(CONFIG_DIR / "model" / "tiny.yaml")
+    compressor = OmegaConf.load(CONFIG_DIR / "compressor" / "compressor_vla.yaml")
+    policy, pre, post = build_policy(model, compressor, dataset_stats=stats)
+    return save_checkpoint(tmp_path_factory.mktemp("vla"), policy, pre, post)
+
+
 def test_env_config_features_follow_the_suite():
     from sim.lerobot_env import VLATabletopEnvConfig
 
@@ -45,10 +65,12 @@ def test_env_config_features_follow_the_suite():
         VLATabletopEnvConfig(task="place_the_moon").task_list()
 
 
-def test_lerobot_eval_runs_a_lerobot_policy_on_the_tabletop_suite(act_checkpoint, tmp_path):
+@pytest.mark.parametrize("policy", ["act_checkpoint", "vla_checkpoint"])
+def test_lerobot_eval_runs_a_policy_on_the_tabletop_suite(policy, request, tmp_path):
+    checkpoint = request.getfixturevalue(policy)
     out = tmp_path / "eval"
     cmd = [
-        str(Path(sys.executable).with_name("lerobot-eval")), f"--policy.path={act_checkpoint}", "--env.type=vla_tabletop",
+        str(Path(sys.executable).with_name("lerobot-eval")), f"--policy.path={checkpoint}", "--env.type=vla_tabletop",
         f"--env.task={','.join(TASKS)}", "--env.observation_height=64", "--env.observation_width=64",
         f"--env.episode_length={EPISODE_LENGTH}", "--eval.n_episodes=1", "--eval.batch_size=1",
         "--policy.device=cpu", f"--output_dir={out}",
