@@ -199,3 +199,30 @@ class BudgetedCompressor(Compressor):
         b, n, d = check_tokens(visual_tokens, grid, self.dim, self.who)
         check_budget(self.budget, n, self.who)
         return b, n, d
+
+
+class InstructionGuidedAttention(Compressor):
+    """Shared core of Compressor-VLA's two learned branches (STC, SRC): the validated widths, a
+    pre-norm on the visual tokens and one cross-attention; subclasses add their instruction MLPs
+    (only when ``use_instruction``) and the queries."""
+
+    learned = True
+
+    def __init__(self, dim: int, num_heads: int = 8, hidden: int | None = None,
+                 instruction_dim: int | None = None, use_instruction: bool = True) -> None:
+        super().__init__()
+        self.dim = positive_int(dim, "dim", self.who)
+        self.hidden = positive_int(hidden if hidden is not None else dim, "hidden", self.who)
+        self.instruction_dim = positive_int(instruction_dim if instruction_dim is not None else dim,
+                                            "instruction_dim", self.who)
+        self.use_instruction = bool(use_instruction)
+        self.norm = nn.LayerNorm(dim)
+        self.attn = make_attention(dim, num_heads, self.who)
+
+    @property
+    def who(self) -> str:
+        return type(self).__name__
+
+    def pooled(self, instruction: InstructionContext | None, batch: int) -> torch.Tensor:
+        """The pooled instruction [B, instruction_dim] (clear error if the caller gave none)."""
+        return pooled_instruction(instruction, batch, self.instruction_dim, self.who)

@@ -19,26 +19,24 @@ Windows are batched by reshaping [B, N, D] -> [B*nW, window^2, D]; there is no l
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from compressors._ops import (
+    InstructionGuidedAttention,
     attend,
     check_tokens,
     check_window,
-    make_attention,
     mlp,
-    pooled_instruction,
     positive_int,
     window_index,
     window_merge,
     window_partition,
 )
-from compressors.base import Compressor, CompressorOutput, InstructionContext, register
+from compressors.base import CompressorOutput, InstructionContext, register
 
 
 @register
-class SpatialRefinementCompressor(Compressor):
+class SpatialRefinementCompressor(InstructionGuidedAttention):
     """One instruction-guided attention-pooled token per window (SRC).
 
     Args:
@@ -51,7 +49,6 @@ class SpatialRefinementCompressor(Compressor):
     """
 
     name = "src"
-    learned = True
 
     def __init__(
         self,
@@ -62,22 +59,13 @@ class SpatialRefinementCompressor(Compressor):
         instruction_dim: int | None = None,
         use_instruction: bool = True,
     ) -> None:
-        super().__init__()
-        who = type(self).__name__
-        self.dim = positive_int(dim, "dim", who)
-        self.window = positive_int(window, "window", who)
-        hidden = positive_int(hidden if hidden is not None else dim, "hidden", who)
-        instruction_dim = instruction_dim if instruction_dim is not None else dim
-        self.instruction_dim = positive_int(instruction_dim, "instruction_dim", who)
-        self.use_instruction = bool(use_instruction)
-
-        self.norm = nn.LayerNorm(dim)
-        self.attn = make_attention(dim, num_heads, who)
+        super().__init__(dim, num_heads, hidden, instruction_dim, use_instruction)
+        self.window = positive_int(window, "window", self.who)
         if self.use_instruction:
-            self.mlp_src = mlp(self.instruction_dim, hidden, dim)
+            self.mlp_src = mlp(self.instruction_dim, self.hidden, dim)
 
     def output_tokens(self, grid: tuple[int, int]) -> int:
-        gh, gw = check_window(grid, self.window, type(self).__name__)
+        gh, gw = check_window(grid, self.window, self.who)
         return gh * gw
 
     def forward(
@@ -86,15 +74,14 @@ class SpatialRefinementCompressor(Compressor):
         grid: tuple[int, int],
         instruction: InstructionContext | None = None,
     ) -> CompressorOutput:
-        who = type(self).__name__
-        b, _, d = check_tokens(visual_tokens, grid, self.dim, who)
+        b, _, d = check_tokens(visual_tokens, grid, self.dim, self.who)
         m = self.output_tokens(grid)
         area = self.window * self.window
 
         windows = window_partition(self.norm(visual_tokens), grid, self.window)  # [B, M, area, D]
         query = windows.mean(dim=2)  # [B, M, D]
         if self.use_instruction:
-            query = query + self.mlp_src(pooled_instruction(instruction, b, self.instruction_dim, who)).unsqueeze(1)
+            query = query + self.mlp_src(self.pooled(instruction, b)).unsqueeze(1)
         out, weights = attend(self.attn, query.reshape(b * m, 1, d), windows.reshape(b * m, area, d))
 
         # Each token's weight in its own window, scattered to its window's column.

@@ -25,14 +25,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compressors._ops import attend, check_tokens, make_attention, mlp, pooled_instruction, positive_int
-from compressors.base import Compressor, CompressorOutput, InstructionContext, register
+from compressors._ops import InstructionGuidedAttention, attend, check_tokens, mlp, positive_int
+from compressors.base import CompressorOutput, InstructionContext, register
 
 FILM_INIT_STD = 1e-3  # gamma ~ 1, beta ~ 0 at start, but non-zero so gradients reach MLP_STC
 
 
 @register
-class SemanticTaskCompressor(Compressor):
+class SemanticTaskCompressor(InstructionGuidedAttention):
     """Instruction-conditioned learnable-query cross-attention pooling (STC).
 
     Args:
@@ -45,7 +45,6 @@ class SemanticTaskCompressor(Compressor):
     """
 
     name = "stc"
-    learned = True
 
     def __init__(
         self,
@@ -56,21 +55,12 @@ class SemanticTaskCompressor(Compressor):
         instruction_dim: int | None = None,
         use_instruction: bool = True,
     ) -> None:
-        super().__init__()
-        who = type(self).__name__
-        self.dim = positive_int(dim, "dim", who)
-        self.num_queries = positive_int(num_queries, "num_queries", who)
-        hidden = positive_int(hidden if hidden is not None else dim, "hidden", who)
-        instruction_dim = instruction_dim if instruction_dim is not None else dim
-        self.instruction_dim = positive_int(instruction_dim, "instruction_dim", who)
-        self.use_instruction = bool(use_instruction)
-
+        super().__init__(dim, num_heads, hidden, instruction_dim, use_instruction)
+        self.num_queries = positive_int(num_queries, "num_queries", self.who)
         self.queries = nn.Parameter(torch.randn(num_queries, dim))
-        self.norm = nn.LayerNorm(dim)
-        self.attn = make_attention(dim, num_heads, who)
         if self.use_instruction:
-            self.mlp_stc = mlp(self.instruction_dim, hidden, hidden)
-            self.mlp_film = nn.Sequential(nn.GELU(), nn.Linear(hidden, 2 * num_queries * dim))
+            self.mlp_stc = mlp(self.instruction_dim, self.hidden, self.hidden)
+            self.mlp_film = nn.Sequential(nn.GELU(), nn.Linear(self.hidden, 2 * num_queries * dim))
             nn.init.normal_(self.mlp_film[-1].weight, std=FILM_INIT_STD)
             nn.init.zeros_(self.mlp_film[-1].bias)
 
@@ -88,11 +78,10 @@ class SemanticTaskCompressor(Compressor):
         grid: tuple[int, int],
         instruction: InstructionContext | None = None,
     ) -> CompressorOutput:
-        who = type(self).__name__
-        b, _, _ = check_tokens(visual_tokens, grid, self.dim, who)
+        b, _, _ = check_tokens(visual_tokens, grid, self.dim, self.who)
         queries = self.queries.unsqueeze(0).expand(b, -1, -1)
         if self.use_instruction:
-            gamma, beta = self.film(pooled_instruction(instruction, b, self.instruction_dim, who))
+            gamma, beta = self.film(self.pooled(instruction, b))
             queries = gamma * queries + beta
         tokens, weights = attend(self.attn, queries, self.norm(visual_tokens))
         return CompressorOutput(tokens=tokens, kept=weights.transpose(1, 2))

@@ -16,7 +16,6 @@ import platform
 import time
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 

@@ -95,16 +95,14 @@ def assert_safe(recorder: CommandRecorder) -> int:
     return len(deltas)
 
 
-# KNOWN ISSUE (#7, open): in about 1 run in 3 the broker runs dry (10-15 % holds) while the fake
-# policy infers, even on an idle machine, so this acceptance check is in `make test-slow` until the
-# broker's re-plan timing is fixed. Run it with: .venv/bin/python -m pytest -m slow tests/e2e
-@pytest.mark.slow
 def test_action_rate_holds_while_inference_is_slower(system):
     # Inference 100-300 ms (3-9 control periods) per 30-action chunk (1 s); the next chunk is
     # requested with 20 actions (667 ms) left, so the broker does not run dry even when the
     # machine is loaded enough to double the inference time.
     proc, _, recorder = system(policy_options="chunk=30 min_latency_s=0.1 max_latency_s=0.3", replan_remaining=20)
     assert recorder.wait_for(lambda: moving(recorder.commands()[1]).sum() > 5, timeout=30)
+    assert recorder.wait_for(lambda: "commands" in control_status(recorder), timeout=5)
+    before = control_status(recorder)
     t0 = time.time()
     time.sleep(4.0)
     times, deltas = recorder.published(since_stamp=t0)  # header stamps: when the node published
@@ -118,11 +116,18 @@ def test_action_rate_holds_while_inference_is_slower(system):
     # 5 periods behind: it reports them as overruns) are the machine's, not the node's; they
     # only happen on an overloaded host, and are printed above.
     time.sleep(1.1)
-    overruns = int(control_status(recorder)["overruns"])
+    after = control_status(recorder)
+    overruns = int(after["overruns"]) - int(before["overruns"])
     assert (len(times) - 1 + overruns) / (times[-1] - times[0]) >= RATE - 0.5, (rate, overruns)
     # Policy actions, not holds: the broker did not run dry while the next chunk was inferred.
-    # (A few holds are allowed for a fake-camera frame arriving late on a loaded machine.)
-    assert holds <= 0.05, holds
+    # Holds are counted by reason: "no_action" is the broker running dry (the node's fault);
+    # "camera_stale" is a fake-camera frame arriving > 2 periods late on a loaded host (the input's
+    # fault, and holding then is the required behaviour), so only the first is asserted on.
+    dry = int(after.get("held_ticks.no_action", 0)) - int(before.get("held_ticks.no_action", 0))
+    commands = int(after["commands"]) - int(before["commands"])
+    print(f"window: {commands} commands, {dry} broker-dry holds, all holds {holds:.3f}")
+    assert dry <= 0.02 * commands, (dry, commands)
+    assert holds <= 0.25, holds  # and the robot was not held for most of it for any other reason
     assert np.median(latency) >= 3 * PERIOD * 1e3  # inference really was slower than the control rate
     assert len(latency) >= 8
     assert_safe(recorder)

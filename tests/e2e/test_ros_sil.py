@@ -22,10 +22,6 @@ POLICIES = {
 }
 
 
-# KNOWN ISSUE (#7, open): the expert double failed 1 of ~8 full-suite runs over ROS (same broker
-# timing issue as the rate test), so the SIL loop runs in `make test-slow` until that is fixed and
-# a trained checkpoint is added to POLICIES.
-@pytest.mark.slow
 @pytest.mark.parametrize("policy", list(POLICIES.values()), ids=list(POLICIES))
 def test_sil_episode_succeeds(policy, tmp_path):
     listener = Participant("sil_listener", DOMAIN)

@@ -112,7 +112,7 @@ def markdown(report: dict[str, Any], rel_to: Path | None = None) -> str:
         "where the method allows it; pool is 2x2 (64 per camera), stc 16 and src 64 per camera",
         f"- latency: batch 1, {m['device']}, {m['threads']} thread(s), median/p99 of {m['repeats']} interleaved calls "
         f"per method (after {m['warmup']} warm-up); machine load average {m['load_avg']}",
-        f"- FLOPs: torch FlopCounterMode over one call (matmuls + attention)",
+        "- FLOPs: torch FlopCounterMode over one call (matmuls + attention)",
         f"- wall time: {m['wall_s']:.0f} s; reproduce: `{m['command']}`",
         "",
         markdown_table(report, rel_to),
