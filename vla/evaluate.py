@@ -18,10 +18,15 @@
       AsyncVectorEnv x2, policy in parent    wall 52-62 s, rollout only 0.75-0.92 episodes/s
   (spawn instead of forkserver: K=2 took 68 s, every worker importing torch/lerobot at once).
   The vector env also cannot host the scripted expert, which reads its env's privileged state.
-* Reports per task: success rate with a 95 % Wilson interval, mean episode length; policy latency
-  p50/p99 per ``infer`` call and mean per stage; MP4 videos (first ``video_episodes`` episodes per
-  task) with the instruction drawn on every frame. Writes ``eval.json`` + ``eval.md`` (+ ``videos/``)
-  to the Hydra run dir ``outputs/eval/<time>/`` and prints the table and a reproduce command.
+* ``checkpoint`` is a VLA checkpoint or any lerobot policy saved by `lerobot-train` (ACT, Diffusion
+  Policy, ...: ``<output_dir>/checkpoints/<step>/pretrained_model``), loaded by vla/runtime.py's
+  ``load_policy`` with its saved processors, so baselines are measured by the same loop.
+  Policies that condition on past frames get every frame between calls (``observe``).
+* Reports per task: success rate with a 95 % Wilson interval, mean episode length; the policy's
+  type and parameter count; policy latency p50/p99 per ``infer`` call and mean per stage; MP4
+  videos (first ``video_episodes`` episodes per task) with the instruction drawn on every frame.
+  Writes ``eval.json`` + ``eval.md`` (+ ``videos/``) to the Hydra run dir ``outputs/eval/<time>/``
+  and prints the table and a reproduce command.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ EXPERT = "expert"
 STEP_GUARD = 10_000  # hard cap if an env never truncates
 # Report order of the per-call timings: the adapter's stages, then the model's inside "model".
 STAGE_ORDER = ("preprocess", "vision", "compressor", "backbone", "action_head", "model", "postprocess", "total")
-# What vla/checkpoint.py writes (checked before workers start; loading checks the rest).
+# What vla/checkpoint.py and lerobot-train write (checked before workers start; loading checks the rest).
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json")
 
 
@@ -133,10 +138,16 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
     tasks = _select_tasks(cfg.get("tasks"), task_names(env_cfg))
     checkpoint = str(cfg.checkpoint)
     if checkpoint != EXPERT:
+        from vla.runtime import VLA_TYPE, checkpoint_type
+
         path = Path(checkpoint).expanduser().absolute()
         if not path.is_dir():
             raise FileNotFoundError(f"checkpoint folder not found: '{checkpoint}' (resolved to {path}); "
                                     f"pass checkpoint=<saved checkpoint dir> or checkpoint={EXPERT}")
+        kind = checkpoint_type(path)  # names the folder's problem if it is not a policy checkpoint
+        if kind != VLA_TYPE and (cfg.get("accel") or {}).get("name", "none") != "none":
+            raise ValueError(f"accel={cfg.accel.name}: acceleration presets apply to VLA checkpoints only; "
+                             f"'{path}' is a lerobot '{kind}' policy. Use accel=none.")
         missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
         if missing:  # caught here, not minutes later inside every worker
             raise FileNotFoundError(f"checkpoint '{path}' is incomplete: missing {', '.join(missing)}")
@@ -182,6 +193,7 @@ class EpisodeResult:
     video: str | None = None
     wall_s: float = 0.0  # time this episode took in its worker (rollout only)
     worker: int = 0  # pid of the process that ran it
+    policy: dict = field(default_factory=dict)  # {"type", "params"} of the policy that ran it
 
 
 def episode_seed(seed: int, task: str, episode: int) -> int:
@@ -215,6 +227,7 @@ def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) 
     record = episode < plan.video_episodes
     frames: dict[str, list[np.ndarray]] = {cam: [obs["pixels"][cam].copy()] for cam in CAMERAS} if record else {}
     replan = plan.replan or getattr(policy, "n_action_steps", None)
+    observe = getattr(policy, "observe", None)  # policies with an observation history see every frame
     latencies, stages, tokens = [], {}, []
     steps, success, done = 0, False, False
     low, high = env.action_space.low, env.action_space.high
@@ -226,7 +239,8 @@ def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) 
             stages[name] = stages.get(name, 0.0) + float(ms)
         tokens.append(int(out.get("visual_tokens") or 0))
         chunk = check_actions(out["actions"], low, high)
-        for action in chunk[: replan or len(chunk)]:
+        executed = chunk[: replan or len(chunk)]
+        for j, action in enumerate(executed):
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
             if record:
@@ -235,6 +249,8 @@ def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) 
             if terminated or truncated:
                 success, done = bool(info.get("is_success", False)), True
                 break
+            if observe is not None and j + 1 < len(executed):  # the last one goes to the next infer
+                observe(obs_from_env(obs, instruction))
     video = None
     if record:
         from sim.video import write_rollout_video
@@ -244,7 +260,15 @@ def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) 
         label = f"ep {episode} {'SUCCESS' if success else 'fail'}"
         video = str(write_rollout_video(path, {c: np.stack(v) for c, v in frames.items()}, instruction, fps, label))
     return EpisodeResult(task, episode, seed, success, steps, instruction, latencies, stages,
-                         float(np.mean(tokens)) if tokens else 0.0, video, time.perf_counter() - started, os.getpid())
+                         float(np.mean(tokens)) if tokens else 0.0, video, time.perf_counter() - started, os.getpid(),
+                         policy_info(policy))
+
+
+def policy_info(policy: Any) -> dict:
+    """{"type", "params"} for the report: what the adapter says (vla/runtime.py), else its class name."""
+    params = getattr(policy, "num_params", None)
+    return {"type": str(getattr(policy, "policy_type", None) or type(policy).__name__),
+            "params": None if params is None else int(params)}
 
 
 def _slug(text: str) -> str:
@@ -411,6 +435,7 @@ def summarize(plan: EvalPlan, results: list[EpisodeResult], wall_s: float, comma
         "device": plan.device,
         "policy_overrides": plan.policy_overrides,
         "accel": plan.accel,
+        "policy": results[0].policy if results else {},  # {"type", "params"}; after accel, if any
         "tasks": rows,
         "overall": _row("overall", results),
         "latency_ms": {
@@ -427,7 +452,8 @@ def summarize(plan: EvalPlan, results: list[EpisodeResult], wall_s: float, comma
         # Without process start-up, policy loading and env building: what a long run converges to.
         "rollout_s": round(rollout_s, 2),
         "rollout_episodes_per_s": round(len(results) / max(rollout_s, 1e-9), 3),
-        "episodes": [{k: v for k, v in asdict(r).items() if k not in ("latency_ms", "stage_ms", "wall_s", "worker")}
+        "episodes": [{k: v for k, v in asdict(r).items()
+                      if k not in ("latency_ms", "stage_ms", "wall_s", "worker", "policy")}
                      for r in results],
         "reproduce": command,
     }
@@ -466,7 +492,11 @@ def markdown(report: dict, rel_to: Path | None = None) -> str:
     lat = report["latency_ms"]
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     stages = ", ".join(f"{k} {v:.1f}" for k, v in lat["stages_mean"].items()) or "-"
-    lines += ["", f"policy latency per call (ms): p50 {fmt(lat['p50'])}, p99 {fmt(lat['p99'])}, "
+    info = report.get("policy") or {}
+    params = info.get("params")
+    lines += ["", f"policy: {info.get('type', '-')}, "
+              f"{'-' if params is None else f'{params / 1e6:.2f} M'} parameters",
+              f"policy latency per call (ms): p50 {fmt(lat['p50'])}, p99 {fmt(lat['p99'])}, "
               f"mean {fmt(lat['mean'])} over {lat['calls']} calls; mean per stage: {stages}",
               f"visual tokens per call: {report['visual_tokens_mean']:.1f}; "
               f"throughput: {report['episodes_per_s']} episodes/s, {report['env_steps_per_s']} env steps/s "

@@ -15,16 +15,24 @@ scripted expert, a remote server. Runners (gym loops, ROS nodes, benchmarks) dep
                           empty when the policy has no visual tokens
 
 Implementations here:
-    load_policy(checkpoint, device)   a saved VLA checkpoint (policy + its saved pre/post processors)
+    load_policy(checkpoint, device)   a saved checkpoint folder (policy + its saved pre/post processors):
+                                      a VLA one (config.json "type": "vla") -> VLAChunkPolicy, any other
+                                      lerobot policy (`lerobot-train --policy.type=act|diffusion`,
+                                      <output_dir>/checkpoints/<step>/pretrained_model) -> LeRobotChunkPolicy
     ExpertPolicy(env)                 the suite's scripted expert -- PRIVILEGED, reads sim state
-Both may also expose ``n_action_steps`` (how many actions of a chunk the policy was trained to
-execute before re-planning); runners use it when the user does not choose.
+They may also expose ``n_action_steps`` (how many actions of a chunk the policy was trained to
+execute before re-planning; runners use it when the user does not choose), ``policy_type`` and
+``num_params`` (reported by `vla eval`), and ``observe(obs)``: a policy that conditions on past
+frames (lerobot's Diffusion Policy with ``n_obs_steps`` > 1) wants every observation between two
+``infer`` calls; runners that step an env call it for each of them (vla/evaluate.py does).
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import time
+from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -82,6 +90,7 @@ class ExpertPolicy:
     """
 
     n_action_steps = 1
+    policy_type = "expert"
 
     def __init__(self, env: Any, **expert_kwargs: Any) -> None:
         from sim.experts import make_expert
@@ -103,55 +112,67 @@ class ExpertPolicy:
         }
 
 
-# ── a saved VLA checkpoint as a ChunkPolicy ───────────────────────────────────────────────
+# ── saved checkpoints (VLA or any lerobot policy) as ChunkPolicies ────────────────────────
 
 
-class VLAChunkPolicy:
-    """A ``VLAPolicy`` with its pre/post processors: runtime obs dict in, un-normalised chunk out.
+def obs_to_batch(obs: dict[str, Any], camera_keys: list[str]) -> dict[str, Any]:
+    """Runtime obs dict -> the un-preprocessed lerobot frame the saved preprocessors expect:
+    ``observation.images.<cam>`` float [3, H, W] in [0, 1], ``observation.state`` float [8], ``task``.
 
-    Validation is split by who knows the format: this adapter checks only what it converts (the
-    runtime's uint8 [H, W, 3] camera images -> float [3, H, W] in [0, 1]); the policy's
-    preprocessor (policies/processor_vla.py) checks the rest (NaN state, empty instruction, image
-    range/size) and raises ValueError before the model runs.
+    Checks only what it converts (uint8 [H, W, 3] images, a state); the policy's preprocessor checks
+    the rest (the VLA one rejects NaN state, empty instructions, wrong image sizes).
     """
+    import torch
+
+    images = obs.get("images")
+    if not isinstance(images, dict):
+        raise ValueError(f"obs['images'] must be a dict camera -> uint8 [H, W, 3], got {type(images).__name__}")
+    batch: dict[str, Any] = {}
+    for key in camera_keys:
+        cam = key.removeprefix(IMAGE_KEY_PREFIX)
+        if cam not in images:
+            raise ValueError(f"the policy needs camera '{cam}'; obs['images'] has {sorted(images)}")
+        img = np.asarray(images[cam])
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(
+                f"camera '{cam}' must be uint8 [H, W, 3] (RGB, upright), got {img.dtype} {tuple(img.shape)}"
+            )
+        batch[key] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    if "state" not in obs:
+        raise ValueError("obs has no 'state' (float32 [8], see sim/spaces.py)")
+    batch["observation.state"] = torch.as_tensor(np.asarray(obs["state"], dtype=np.float32))
+    batch["task"] = obs.get("instruction")
+    return batch
+
+
+class _ProcessedChunkPolicy:
+    """A lerobot ``PreTrainedPolicy`` with its saved pre/post processors behind ``infer``: runtime obs
+    dict in, un-normalised chunk out, ``timing_ms`` with preprocess/model/postprocess/total.
+    Subclasses say how a preprocessed batch becomes a chunk and what compression info they have."""
 
     def __init__(self, policy: Any, preprocessor: Any, postprocessor: Any, checkpoint: str | Path = "") -> None:
         self.policy, self.preprocessor, self.postprocessor = policy, preprocessor, postprocessor
         self.checkpoint = str(checkpoint)
         cfg = policy.config
-        self.camera_keys = list(cfg.camera_keys)
+        self.policy_type = str(getattr(cfg, "type", None) or type(policy).__name__)
+        self.camera_keys = list(getattr(cfg, "image_features", None) or [])
         self.n_action_steps = int(cfg.n_action_steps)
-        self.chunk_size = int(cfg.chunk_size)
-        self.grid = tuple(cfg.vision.grid)
-        # Per-stage timings only if the policy offers a hook for them (VLAModel.encode has one).
-        params = inspect.signature(policy.predict_action_chunk).parameters
-        self._stage_hook = "stage" in params
+        self.num_params = sum(p.numel() for p in policy.parameters())
 
     def reset(self) -> None:
         self.policy.reset()
 
     def _batch(self, obs: dict[str, Any]) -> dict[str, Any]:
-        import torch
+        return obs_to_batch(obs, self.camera_keys)
 
-        images = obs.get("images")
-        if not isinstance(images, dict):
-            raise ValueError(f"obs['images'] must be a dict camera -> uint8 [H, W, 3], got {type(images).__name__}")
-        batch: dict[str, Any] = {}
-        for key in self.camera_keys:
-            cam = key.removeprefix(IMAGE_KEY_PREFIX)
-            if cam not in images:
-                raise ValueError(f"the policy needs camera '{cam}'; obs['images'] has {sorted(images)}")
-            img = np.asarray(images[cam])
-            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-                raise ValueError(
-                    f"camera '{cam}' must be uint8 [H, W, 3] (RGB, upright), got {img.dtype} {tuple(img.shape)}"
-                )
-            batch[key] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
-        if "state" not in obs:
-            raise ValueError("obs has no 'state' (float32 [8], see sim/spaces.py)")
-        batch["observation.state"] = torch.as_tensor(np.asarray(obs["state"], dtype=np.float32))
-        batch["task"] = obs.get("instruction")
-        return batch
+    def _preprocess(self, obs: dict[str, Any]) -> dict[str, Any]:
+        return self.preprocessor(self._batch(obs))
+
+    def _predict(self, batch: dict[str, Any], timing: dict[str, float]) -> Any:
+        return self.policy.predict_action_chunk(batch)
+
+    def _compression(self) -> tuple[int, dict[str, np.ndarray]]:
+        return 0, {}
 
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
         import torch
@@ -159,10 +180,9 @@ class VLAChunkPolicy:
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
         with torch.inference_mode():
-            batch = self.preprocessor(self._batch(obs))
+            batch = self._preprocess(obs)
             t1 = time.perf_counter()
-            kwargs = {"stage": _StageTimer(timing)} if self._stage_hook else {}
-            chunk = self.policy.predict_action_chunk(batch, **kwargs)
+            chunk = self._predict(batch, timing)
             t2 = time.perf_counter()
             chunk = self.postprocessor(chunk)
         t3 = time.perf_counter()
@@ -178,6 +198,30 @@ class VLAChunkPolicy:
             "keep_masks": masks,
         }
 
+
+class VLAChunkPolicy(_ProcessedChunkPolicy):
+    """A ``VLAPolicy`` with its pre/post processors: runtime obs dict in, un-normalised chunk out.
+
+    Validation is split by who knows the format: this adapter checks only what it converts (the
+    runtime's uint8 [H, W, 3] camera images -> float [3, H, W] in [0, 1]); the policy's
+    preprocessor (policies/processor_vla.py) checks the rest (NaN state, empty instruction, image
+    range/size) and raises ValueError before the model runs.
+    """
+
+    def __init__(self, policy: Any, preprocessor: Any, postprocessor: Any, checkpoint: str | Path = "") -> None:
+        super().__init__(policy, preprocessor, postprocessor, checkpoint)
+        cfg = policy.config
+        self.camera_keys = list(cfg.camera_keys)
+        self.chunk_size = int(cfg.chunk_size)
+        self.grid = tuple(cfg.vision.grid)
+        # Per-stage timings only if the policy offers a hook for them (VLAModel.encode has one).
+        params = inspect.signature(policy.predict_action_chunk).parameters
+        self._stage_hook = "stage" in params
+
+    def _predict(self, batch: dict[str, Any], timing: dict[str, float]) -> Any:
+        kwargs = {"stage": _StageTimer(timing)} if self._stage_hook else {}
+        return self.policy.predict_action_chunk(batch, **kwargs)
+
     def _compression(self) -> tuple[int, dict[str, np.ndarray]]:
         """Visual token count and per-camera keep masks of the last call (policy.last_compression)."""
         info = getattr(self.policy, "last_compression", None) or {}
@@ -191,6 +235,77 @@ class VLAChunkPolicy:
             if k.numel() == h * w:
                 masks[key.removeprefix(IMAGE_KEY_PREFIX)] = k.clamp(0, 1).reshape(h, w).numpy().astype(np.float32)
         return tokens, masks
+
+
+class LeRobotChunkPolicy(_ProcessedChunkPolicy):
+    """Any other lerobot policy (ACT, Diffusion Policy, ... as `lerobot-train` saves them) with its
+    saved pre/post processors, so it is evaluated exactly like a VLA checkpoint.
+
+    Same semantics as lerobot's own ``select_action`` loop, one chunk per call:
+    * ``predict_action_chunk`` on the preprocessed observation; the whole chunk is returned (ACT:
+      ``chunk_size`` actions, of which lerobot executes the first ``n_action_steps``; Diffusion:
+      its ``n_action_steps`` actions from the current step). Runners execute ``n_action_steps``.
+    * Observation history (``n_obs_steps`` > 1, Diffusion's default 2): the last ``n_obs_steps``
+      frames seen through ``infer`` and ``observe``, the oldest repeated after ``reset`` until there
+      are enough (what lerobot's ``populate_queues`` does). A runner that does not call ``observe``
+      on the steps between calls gives the policy frames ``n_action_steps`` apart instead of 1.
+      ``timing_ms["preprocess"]`` covers all ``n_obs_steps`` frames (raw frames are kept, and
+      preprocessed at the call).
+    * No visual-token information (``visual_tokens`` 0, no keep masks) and no acceleration presets.
+    """
+
+    def __init__(self, policy: Any, preprocessor: Any, postprocessor: Any, checkpoint: str | Path = "") -> None:
+        super().__init__(policy, preprocessor, postprocessor, checkpoint)
+        cfg = policy.config
+        if getattr(cfg, "temporal_ensemble_coeff", None) is not None:
+            raise ValueError(
+                f"'{checkpoint}' is an ACT policy with temporal ensembling (temporal_ensemble_coeff="
+                f"{cfg.temporal_ensemble_coeff}), which needs a model call every step and blends the "
+                "chunks; this chunk runtime does not do that. Load it with policy.temporal_ensemble_coeff=null "
+                "(plain chunking) to evaluate it here."
+            )
+        self.n_obs_steps = int(getattr(cfg, "n_obs_steps", 1) or 1)
+        self.chunk_size = int(getattr(cfg, "chunk_size", None) or self.n_action_steps)
+        self._history: deque[dict[str, Any]] = deque(maxlen=self.n_obs_steps)
+        # (H, W) each camera was trained at, unless the policy resizes its input itself (Diffusion's
+        # resize_shape); a convolutional backbone would otherwise run silently on other sizes.
+        self._image_hw = {} if getattr(cfg, "resize_shape", None) else {
+            key: tuple(ft.shape[1:]) for key, ft in cfg.image_features.items()}
+
+    def reset(self) -> None:
+        self.policy.reset()
+        self._history.clear()
+
+    def _batch(self, obs: dict[str, Any]) -> dict[str, Any]:
+        batch = obs_to_batch(obs, self.camera_keys)
+        for key, hw in self._image_hw.items():
+            if tuple(batch[key].shape[1:]) != hw:
+                raise ValueError(
+                    f"camera '{key.removeprefix(IMAGE_KEY_PREFIX)}' is {tuple(batch[key].shape[1:])} (H, W) but the "
+                    f"policy '{self.checkpoint}' was trained on {hw}; render at that size (vla eval: "
+                    f"env.image_size=[{hw[0]},{hw[1]}])"
+                )
+        return batch
+
+    def observe(self, obs: dict[str, Any]) -> None:
+        """A frame between two ``infer`` calls (only kept if the policy conditions on past frames)."""
+        if self.n_obs_steps > 1:
+            self._history.append(self._batch(obs))
+
+    def _preprocess(self, obs: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        self._history.append(self._batch(obs))
+        if self.n_obs_steps == 1:
+            return self.preprocessor(self._history[-1])
+        frames = list(self._history)
+        frames = [frames[0]] * (self.n_obs_steps - len(frames)) + frames
+        processed = [self.preprocessor(dict(f)) for f in frames]
+        batch = dict(processed[-1])  # task, complementary data: the current frame's
+        for key, value in processed[-1].items():
+            if key.startswith("observation.") and isinstance(value, torch.Tensor):
+                batch[key] = torch.stack([p[key] for p in processed], dim=1)  # [B, n_obs_steps, ...]
+        return batch
 
 
 class _StageTimer:
@@ -210,8 +325,6 @@ class _StageTimer:
 
 def _cli_overrides(overrides: dict[str, Any], prefix: str = "") -> list[str]:
     """{"head": {"num_flow_steps": 4}, "n_action_steps": 4} -> ["--head.num_flow_steps=4", ...]."""
-    import json
-
     out = []
     for key, value in overrides.items():
         name = f"{prefix}{key}"
@@ -226,19 +339,60 @@ def _cli_overrides(overrides: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def load_policy(checkpoint: str | Path, device: str = "cpu", accel: Any = None, **overrides: Any) -> VLAChunkPolicy:
-    """Load a saved VLA checkpoint folder (vla/checkpoint.py layout) as a ChunkPolicy.
+VLA_TYPE = "vla"
 
-    ``overrides`` are config fields to change at load time (e.g. ``n_action_steps=4`` or
-    ``head={"num_flow_steps": 5}``); ones that would change the architecture are rejected with
-    every difference named. ``accel`` is an acceleration preset (a name such as "fast", or its
-    config; vla/accel.py) applied after loading. Raises FileNotFoundError naming a missing folder/file.
+
+def checkpoint_type(checkpoint: str | Path) -> str:
+    """The policy type a checkpoint folder holds (config.json "type": "vla", "act", "diffusion", ...).
+
+    Raises FileNotFoundError for a missing folder or a folder without config.json (naming the
+    ``pretrained_model`` subfolder when that is what was meant) and ValueError for a config.json
+    that is not a lerobot policy config.
     """
-    from vla.checkpoint import load_checkpoint
-
     path = Path(checkpoint).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint folder not found: '{path}' (pass checkpoint=<dir> or checkpoint=expert)")
+    config = path / "config.json"
+    if not config.is_file():
+        hint = ""
+        if (path / "pretrained_model" / "config.json").is_file():
+            hint = f" Did you mean '{path / 'pretrained_model'}'? (lerobot-train saves the policy there)"
+        raise FileNotFoundError(
+            f"'{path}' is not a policy checkpoint: it has no config.json. Expected a folder saved by "
+            "`vla train` (<run>/checkpoints/<step>) or by `lerobot-train` "
+            f"(<output_dir>/checkpoints/<step>/pretrained_model).{hint}"
+        )
+    try:
+        kind = json.loads(config.read_text()).get("type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(f"'{config}' is not a lerobot policy config (not a JSON object): {e}") from e
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"'{config}' is not a lerobot policy config: it has no \"type\" (e.g. \"vla\", \"act\", "
+                         "\"diffusion\")")
+    return kind
+
+
+def load_policy(checkpoint: str | Path, device: str = "cpu", accel: Any = None,
+                **overrides: Any) -> VLAChunkPolicy | LeRobotChunkPolicy:
+    """Load a saved checkpoint folder as a ChunkPolicy: a VLA one (vla/checkpoint.py layout) or any
+    other lerobot policy saved by `lerobot-train` (``.../checkpoints/<step>/pretrained_model``).
+
+    ``overrides`` are config fields to change at load time (e.g. ``n_action_steps=4`` or
+    ``head={"num_flow_steps": 5}``); for VLA ones those that would change the architecture are
+    rejected with every difference named. ``accel`` is an acceleration preset (a name such as
+    "fast", or its config; vla/accel.py) applied after loading, VLA checkpoints only. Raises
+    FileNotFoundError naming a missing folder/file, ValueError for a folder that is not a policy.
+    """
+    path = Path(checkpoint).expanduser()
+    kind = checkpoint_type(path)
+    if kind != VLA_TYPE:
+        if accel is not None:
+            raise ValueError(f"acceleration presets (accel={_accel_name(accel)}) apply to VLA checkpoints only; "
+                             f"'{path}' is a lerobot '{kind}' policy. Evaluate it with accel=none.")
+        return _load_lerobot_policy(path, kind, device, overrides)
+
+    from vla.checkpoint import load_checkpoint
+
     config = None
     if overrides:
         from lerobot.configs import PreTrainedConfig
@@ -251,3 +405,30 @@ def load_policy(checkpoint: str | Path, device: str = "cpu", accel: Any = None, 
 
         policy, _ = accelerate(policy, loaded.preprocessor, accel)
     return VLAChunkPolicy(policy, loaded.preprocessor, loaded.postprocessor, checkpoint=path)
+
+
+def _accel_name(accel: Any) -> str:
+    return str(accel.get("name", accel)) if hasattr(accel, "get") else str(accel)
+
+
+def _load_lerobot_policy(path: Path, kind: str, device: str, overrides: dict[str, Any]) -> LeRobotChunkPolicy:
+    """What `lerobot-eval --policy.path=<path>` loads (policy class of the config's type, weights,
+    saved processors with the device overridden), strict about missing or unexpected weights."""
+    from lerobot.configs import PreTrainedConfig
+    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+
+    for name in ("model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"lerobot checkpoint file not found: '{path / name}'")
+    try:
+        policy_cls = get_policy_class(kind)
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"'{path}' holds a policy of type '{kind}', which this lerobot does not know: {e}") from e
+    config = PreTrainedConfig.from_pretrained(path, cli_overrides=[*_cli_overrides(overrides), f"--device={device}"])
+    if getattr(config, "pretrained_backbone_weights", None):
+        # The trained backbone is in model.safetensors: do not fetch the ImageNet init just to overwrite it.
+        config.pretrained_backbone_weights = None
+    policy = policy_cls.from_pretrained(path, config=config, strict=True)
+    pre, post = make_pre_post_processors(config, pretrained_path=str(path),
+                                         preprocessor_overrides={"device_processor": {"device": device}})
+    return LeRobotChunkPolicy(policy, pre, post, checkpoint=path)

@@ -97,6 +97,7 @@ def test_random_checkpoint_runs_end_to_end(tmp_path, tiny_ckpt):
     # tiny: chunk 8, n_action_steps 4 -> 3 calls for 10 steps; per-stage timings from the policy
     assert report["latency_ms"]["calls"] == 3 and "model" in report["latency_ms"]["stages_mean"]
     assert report["visual_tokens_mean"] == 512
+    assert report["policy"]["type"] == "vla" and report["policy"]["params"] > 0
     assert Path(row["videos"][0]).is_file() and video_frames(row["videos"][0]) == 11
     assert report["checkpoint"] == str(ckpt.absolute())
 

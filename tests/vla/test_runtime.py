@@ -57,6 +57,7 @@ def test_checkpoint_policy_returns_the_documented_chunk(policy):
     for mask in out["keep_masks"].values():
         assert mask.shape == (16, 16) and mask.dtype == np.float32 and 0 <= mask.min() <= mask.max() <= 1
     assert policy.n_action_steps == 4
+    assert policy.policy_type == "vla" and policy.num_params == sum(p.numel() for p in policy.policy.parameters())
 
 
 def test_same_seed_same_chunk(policy):
@@ -110,6 +111,14 @@ def test_missing_checkpoint_names_the_path(tmp_path):
     missing = tmp_path / "no_such_ckpt"
     with pytest.raises(FileNotFoundError, match="no_such_ckpt"):
         load_policy(missing)
+
+
+def test_a_folder_that_is_no_policy_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_policy(tmp_path)
+    (tmp_path / "config.json").write_text('{"name": "not a policy"}')
+    with pytest.raises(ValueError, match='no "type"'):
+        load_policy(tmp_path)
 
 
 def test_load_time_overrides(tiny_checkpoint):
