@@ -44,6 +44,8 @@ class PolicyNodeParams:
                         "'module:factory' returning a ChunkPolicy (test doubles: ros_nodes.testing)")
     checkpoint: str = param("", "checkpoint folder (policy='checkpoint')")
     compressor: str = param("", "visual-token compressor override ('' = the checkpoint's own)")
+    accel: str = param("none", "acceleration preset from configs/accel/ applied at load (none | fast: "
+                       "Compressor-VLA tokens + layer pruning + head step cache, vla/accel.py)")
     device: str = param("cpu", "torch device for inference")
     policy_options: str = param("", "extra factory options, 'key=value key=value'")
     # --- inputs ------------------------------------------------------------------------------

@@ -71,12 +71,13 @@ LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durabil
 def make_policy(p: PolicyNodeParams, handles: dict[str, Any]) -> ChunkPolicy:
     """``policy='checkpoint'`` -> ``vla.runtime.load_policy``; ``'module:factory'`` -> factory(params, handles)."""
     options = {k: parse_launch_value(v) for k, _, v in (item.partition("=") for item in p.policy_options.split())}
+    accel = accel_preset(p.accel)  # validated for every policy, so a typo never goes unnoticed
     if p.policy == "checkpoint":
         from vla.runtime import load_policy
 
         if p.compressor:
             options["compressor"] = compressor_override(p.compressor)
-        policy = load_policy(p.checkpoint, device=p.device, **options)
+        policy = load_policy(p.checkpoint, device=p.device, accel=accel, **options)
         policy.gflops = _count_gflops(policy)
     else:
         module, _, name = p.policy.partition(":")
@@ -101,6 +102,16 @@ def compressor_override(name: str) -> dict[str, Any]:
         raise ParamError(f"policy_node: invalid parameter 'compressor' = {name!r}: not one of {names}")
     preset = yaml.safe_load(path.read_text()) or {}
     return {"name": preset.pop("name", name), "kwargs": preset}
+
+
+def accel_preset(name: str) -> Any:
+    """The ``accel`` parameter as a vla.accel.AccelSpec (None for ``none``); ParamError naming the presets."""
+    from vla.accel import accel_spec
+
+    try:
+        return accel_spec(name)
+    except ValueError as e:
+        raise ParamError(f"policy_node: invalid parameter 'accel' = {name!r}: {e}") from e
 
 
 def _count_gflops(policy: Any) -> float | None:

@@ -46,6 +46,8 @@ BAD = {
     "wrong type": (node_args("policy_node", FAKE, "replan_remaining:=soon"),
                    "invalid parameter 'replan_remaining' = 'soon': expected an integer"),
     "no checkpoint": (node_args("policy_node"), "invalid parameter 'checkpoint' = ''"),
+    "unknown accel": (node_args("policy_node", FAKE, "accel:=turbo"),
+                      "invalid parameter 'accel' = 'turbo': unknown accel preset 'turbo'; available: fast, none"),
     "unknown env": (node_args("sim_bridge_node", "env:=nosuchsuite"), "invalid parameter 'env' = 'nosuchsuite'"),
     "bringup value": ([sys.executable, "-m", "vla.cli", "ros", "bringup", "policy_node.ros__parameters.control_rate_hz=0"],
                       "invalid parameter 'control_rate_hz' = 0.0: in (0, 1000]"),

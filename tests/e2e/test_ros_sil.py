@@ -48,3 +48,27 @@ def test_sil_episode_succeeds(policy, tmp_path):
     assert episode["success"] and outcomes == [True]
     assert summary["policy_node"]["commands"] >= episode["steps"] * 0.8  # the sim ran on ROS commands
     assert (tmp_path / "policy_node.params.yaml").is_file()  # the params file the node was given
+
+
+def test_sil_runs_a_vla_checkpoint_with_the_accel_preset(tmp_path):
+    """The deployment path of a real checkpoint: `policy=checkpoint` + `accel=fast` through the ROS
+    loop (random weights: the episode is not expected to succeed, the loop is what is tested)."""
+    from tiny_models import save_tiny_checkpoint
+
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", compressor="compressor_vla")
+    proc = subprocess.run(
+        [sys.executable, "-m", "vla.cli", "ros", "bringup", "policy_node.ros__parameters.policy=checkpoint",
+         f"policy_node.ros__parameters.checkpoint={ckpt}", "policy_node.ros__parameters.accel=fast",
+         "policy_node.ros__parameters.replan_remaining=3", "duration_s=8", f"domain_id={DOMAIN}",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=180,
+        env={**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    stats = json.loads((tmp_path / "run" / "summary.json").read_text())["policy_node"]
+    print(f"policy node: {stats}")
+    # accel=fast was applied at load: the tiny model's 3 decoder layers pruned to 2, head cache on.
+    assert "accel=fast" in out and "removed layers" in out, out[-4000:]
+    assert stats["inference_failures"] == 0
+    assert stats["chunks"] >= 5 and stats["commands"] >= 60  # ~8 s at 30 Hz, after model start-up

@@ -6,27 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
 from hydra import compose, initialize_config_dir
 
-from lerobot.utils.constants import ACTION, OBS_STATE
+from tiny_models import save_tiny_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-STATS = {OBS_STATE: {"mean": torch.zeros(8), "std": torch.ones(8)},
-         ACTION: {"mean": torch.zeros(7), "std": torch.full((7,), 0.5)}}
 ROW_KEYS = {"method", "weights", "checkpoint", "prepared_checkpoint", "learned", "compressor", "compressor_kwargs",
             "compressor_stage", "visual_tokens", "visual_tokens_after", "layers", "removed_layers", "cache_interval",
             "gflops", "flops_stages", "latency_ms", "success", "video", "notes", "flops_ratio", "speedup"}
-
-
-def tiny_checkpoint(path: Path, compressor: str = "none") -> Path:
-    from vla.checkpoint import build_policy, save_checkpoint
-
-    torch.manual_seed(0)
-    model = yaml.safe_load((CONFIGS / "model" / "tiny.yaml").read_text())
-    policy, pre, post = build_policy(model, {"name": compressor}, dataset_stats=STATS)
-    return save_checkpoint(path, policy, pre, post)
 
 
 def bench_config(overrides: list[str]):
@@ -41,7 +28,7 @@ def tiny_bench(tmp_path_factory):
     from vla.bench import run_bench
 
     tmp = tmp_path_factory.mktemp("bench")
-    ckpt = tiny_checkpoint(tmp / "none")
+    ckpt = save_tiny_checkpoint(tmp / "none")
     cfg = bench_config([f"checkpoint={ckpt}", "methods=[none,pool,stc]", "tasks=[place_red_on_blue_plate]",
                         "episodes=1", "env.max_episode_steps=12", "repeats=2", "warmup=1", "video_steps=8",
                         "calib=synthetic", "calib_frames=1"])
@@ -93,7 +80,7 @@ def test_readme_results_section_is_replaced_between_markers(tiny_bench, tmp_path
 def test_bench_rejects_checkpoints_for_unlisted_methods(tmp_path):
     from vla.bench import run_bench
 
-    ckpt = tiny_checkpoint(tmp_path / "none")
+    ckpt = save_tiny_checkpoint(tmp_path / "none")
     cfg = bench_config([f"checkpoint={ckpt}", "methods=[none]", f"checkpoints={{stc: {ckpt}}}",
                         "tasks=[place_red_on_blue_plate]"])
     with pytest.raises(ValueError, match=r"not in methods=\['none'\]: \['stc'\]"):
@@ -103,11 +90,11 @@ def test_bench_rejects_checkpoints_for_unlisted_methods(tmp_path):
 def test_learned_method_with_a_mismatched_own_checkpoint_is_an_error(tmp_path):
     from vla.bench import methods as M
 
-    ckpt = tiny_checkpoint(tmp_path / "none")
+    ckpt = save_tiny_checkpoint(tmp_path / "none")
     spec = M.method_spec("stc", 80, 2)
     with pytest.raises(ValueError, match="trained with compressor 'none', not 'stc'"):
         M.prepare("stc", spec, str(ckpt), str(ckpt), "cpu", calibrate=lambda p, pre: [])
-    own = tiny_checkpoint(tmp_path / "stc", compressor="stc")
+    own = save_tiny_checkpoint(tmp_path / "stc", compressor="stc")
     prepared = M.prepare("stc", spec, str(ckpt), str(own), "cpu", calibrate=lambda p, pre: [])
     assert prepared.source == "own" and prepared.evaluated and prepared.policy.config.compressor.name == "stc"
 

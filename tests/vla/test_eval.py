@@ -16,7 +16,7 @@ TASKS = ["place_red_on_blue_plate", "push_red_left"]
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
-    from test_runtime import save_tiny_checkpoint
+    from tiny_models import save_tiny_checkpoint
 
     return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
 

@@ -7,22 +7,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from vla.cli import CONFIG_DIR
+from tiny_models import save_tiny_checkpoint
 from vla.runtime import ChunkPolicy, ExpertPolicy, check_actions, load_policy
-
-
-def save_tiny_checkpoint(path: Path, compressor: str = "none") -> Path:
-    """A randomly initialised `tiny` model saved as a checkpoint folder (with processor stats)."""
-    from vla.checkpoint import build_policy, save_checkpoint
-
-    torch.manual_seed(0)
-    model = OmegaConf.load(CONFIG_DIR / "model" / "tiny.yaml")
-    stats = {
-        "observation.state": {"mean": torch.zeros(8), "std": torch.ones(8)},
-        "action": {"mean": torch.zeros(7), "std": torch.full((7,), 0.5)},
-    }
-    policy, pre, post = build_policy(model, {"name": compressor}, dataset_stats=stats)
-    return save_checkpoint(path, policy, pre, post)
 
 
 @pytest.fixture(scope="module")
