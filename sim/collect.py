@@ -95,6 +95,7 @@ class CollectPlan:
     fps: int
     image_size: tuple[int, int]
     expert: str
+    expert_kwargs: dict
     max_steps: int | None
     commit_interval_s: float
     compact: bool
@@ -107,8 +108,21 @@ class CollectPlan:
         features = {k: {"dtype": v["dtype"], "shape": list(v["shape"])} for k, v in self.features.items()}
         return {
             "repo_id": self.repo_id, "env": self.env_name, "env_config": env, "fps": self.fps,
-            "robot_type": f"vla_{self.env_name}", "features": features, "seed": self.seed, "expert": self.expert,
+            "robot_type": f"vla_{self.env_name}", "features": features, "seed": self.seed, "expert": self.expert_spec(),
         }
+
+    def expert_spec(self) -> str:
+        """The expert and its options as one string, e.g. ``sim.experts:make_expert(max_speed=0.5)``
+        (no parentheses without options, so datasets recorded before options existed still match)."""
+        if not self.expert_kwargs:
+            return self.expert
+        return f"{self.expert}({', '.join(f'{k}={v!r}' for k, v in sorted(self.expert_kwargs.items()))})"
+
+
+def _plain_dict(value: Any) -> dict:
+    if value is None:
+        return {}
+    return dict(OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
 
 
 def _select_tasks(requested: Any, available: list[str]) -> list[str]:
@@ -177,6 +191,7 @@ def make_plan(cfg: DictConfig) -> CollectPlan:
         fps=_env_fps(env_cfg),
         image_size=image_size_of(env_cfg),
         expert=str(cfg.expert),
+        expert_kwargs=_plain_dict(cfg.get("expert_kwargs")),
         max_steps=int(cfg.max_steps) if cfg.get("max_steps") else None,
         commit_interval_s=float(cfg.commit_interval_s),
         compact=bool(cfg.compact),
@@ -257,7 +272,8 @@ def _worker_env(task: str) -> tuple[Any, Any]:
         _close_worker_env()
         module, func = _WORKER["expert"].split(":")
         env = make_env(OmegaConf.create(_WORKER["env_cfg"]), task, cameras=True)
-        _WORKER["cached"] = (task, env, getattr(importlib.import_module(module), func)(env))
+        expert = getattr(importlib.import_module(module), func)(env, **_WORKER["expert_kwargs"])
+        _WORKER["cached"] = (task, env, expert)
     return _WORKER["cached"][1], _WORKER["cached"][2]
 
 
@@ -372,7 +388,7 @@ class _Run:
 
 def _worker_settings(plan: CollectPlan, store: DatasetStore) -> dict:
     return {
-        "env_cfg": plan.env_cfg, "expert": plan.expert, "seed": plan.seed, "keep_failed": plan.keep_failed,
+        "env_cfg": plan.env_cfg, "expert": plan.expert, "expert_kwargs": plan.expert_kwargs, "seed": plan.seed, "keep_failed": plan.keep_failed,
         "max_steps": plan.max_steps, "image_size": list(plan.image_size), "staging": str(store.staging),
     }
 
@@ -483,6 +499,7 @@ def reproduce_command(plan: CollectPlan) -> str:
         f"env={plan.env_name}", f"episodes_per_task={plan.episodes_per_task}", f"workers={plan.workers}",
         f"tasks=[{','.join(plan.tasks)}]", f"root={plan.root}", f"seed={plan.seed}",
         f"keep_failed={str(plan.keep_failed).lower()}",
+        *(f"+expert_kwargs.{k}={v}" for k, v in sorted(plan.expert_kwargs.items())),
     ]
     return "vla collect " + " ".join(shlex.quote(a) for a in args)
 

@@ -43,11 +43,16 @@ class _Phase:
 class TabletopExpert:
     """Scripted expert for one `TabletopEnv` (pass ``env.unwrapped``); call `reset` each episode."""
 
-    def __init__(self, env: TabletopEnv, noise: float = 0.0, seed: int | None = None) -> None:
+    def __init__(self, env: TabletopEnv, noise: float = 0.0, seed: int | None = None, max_speed: float = 1.0) -> None:
         if not isinstance(env, TabletopEnv):
             raise TypeError(f"TabletopExpert needs a TabletopEnv (env.unwrapped), got {type(env).__name__}")
+        if not 0.0 < max_speed <= 1.0:
+            raise ValueError(f"TabletopExpert: max_speed must be in (0, 1] (action units), got {max_speed}")
         self.env = env
         self.noise = noise
+        # Below 1, translation saturates earlier: slower, smoother demos with more frames per
+        # episode and less travel per open-loop action chunk, which are easier to imitate.
+        self.max_speed = float(max_speed)
         self.rng = np.random.default_rng(seed)
         self.reset()
 
@@ -73,7 +78,7 @@ class TabletopExpert:
         move = err / POS_SCALE
         if self.noise > 0 and phase.noisy:  # fades out near the waypoint so grasps stay precise
             move += self.rng.normal(0.0, self.noise, 3) * min(1.0, float(np.linalg.norm(err)) / NOISE_FADE)
-        action[:3] = np.clip(move, -1.0, 1.0)
+        action[:3] = np.clip(move, -self.max_speed, self.max_speed)
         if phase.name in _ALIGNING:
             action[5] = np.clip(self._yaw_error() / ROT_SCALE, -1.0, 1.0)
         action[6] = phase.jaw

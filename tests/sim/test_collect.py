@@ -218,3 +218,22 @@ def test_keep_failed_records_failed_attempts_as_episodes(tmp_path):
     assert ledger[1].length == 30
     task = result.summary["tasks"][0]
     assert (task["episodes"], task["attempted"], task["success_rate"]) == (2, 2, 0.5)
+
+
+def test_expert_options_slow_the_demos_and_are_part_of_the_dataset_identity(tmp_path):
+    common = ("tasks=[push_red_left]", "workers=0", "videos=false", "episodes_per_task=1")
+    fast = run_collect(tmp_path, "fast", *common)
+    slow = run_collect(tmp_path, "slow", *common, "+expert_kwargs.max_speed=0.5")
+    assert slow.summary["expert_success_rate"] == 1.0
+    data = read_through_dataloader(slow.root)
+    translation = np.abs(data[ACTION_KEY][:, :3])
+    assert translation.max() <= 0.5 + 1e-6 and translation.max() > 0.45  # saturates at the new limit
+    assert slow.summary["total_frames"] > 1.5 * fast.summary["total_frames"]  # ~half speed, ~2x frames
+    assert read_fingerprint(slow.root)["expert"] == "sim.experts:make_expert(max_speed=0.5)"
+    assert read_fingerprint(fast.root)["expert"] == "sim.experts:make_expert"  # unchanged without options
+    assert "+expert_kwargs.max_speed=0.5" in slow.summary["reproduce"]
+    # Appending with other expert options would mix two behaviours in one dataset: refused.
+    with pytest.raises(ValueError, match=r"expert: .*max_speed=0.5.* in the dataset"):
+        run_collect(tmp_path, "slow", *common[:-1], "episodes_per_task=2", "+expert_kwargs.max_speed=0.8")
+    with pytest.raises(ValueError, match=r"max_speed must be in \(0, 1\]"):
+        run_collect(tmp_path, "bad", *common, "+expert_kwargs.max_speed=2.0")
