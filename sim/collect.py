@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import json
 import logging
 import math
@@ -211,6 +212,14 @@ def episode_seed(seed: int, task: str, episode_index: int) -> int:
     return int(np.random.SeedSequence([seed, zlib.crc32(task.encode()), episode_index]).generate_state(1)[0])
 
 
+def _reset_expert(expert: Any, seed: int) -> None:
+    """Give the expert the episode seed when it takes one (a custom `expert=` may not)."""
+    if "seed" in inspect.signature(expert.reset).parameters:
+        expert.reset(seed=seed)
+    else:
+        expert.reset()
+
+
 def record_episode(
     env: Any, expert: Any, env_cfg: Any, task: str, episode_index: int, seed: int,
     keep_failed: bool = False, max_steps: int | None = None,
@@ -221,7 +230,7 @@ def record_episode(
     cfg = env_cfg if isinstance(env_cfg, DictConfig) else OmegaConf.create(env_cfg)
     ep_seed = episode_seed(seed, task, episode_index)
     obs, info = env.reset(seed=ep_seed, options=reset_options(cfg, task, episode_index))
-    expert.reset()
+    _reset_expert(expert, ep_seed)
     instruction = str(info.get("task") or getattr(env.unwrapped, "task_description", task))
     images: dict[str, list[np.ndarray]] = {cam: [] for cam in CAMERAS}
     states, actions = [], []

@@ -16,7 +16,7 @@ import numpy as np
 
 
 class Expert(Protocol):
-    def reset(self) -> None: ...
+    def reset(self, seed: int | None = None) -> None: ...  # seed: the episode's (for stochastic experts)
 
     def act(self, obs: Any) -> np.ndarray: ...
 

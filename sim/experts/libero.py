@@ -78,7 +78,7 @@ class LiberoExpert:
         self.scene: Scene | None = None
 
     # --- public API ------------------------------------------------------------------------------
-    def reset(self) -> None:
+    def reset(self, seed: int | None = None) -> None:  # deterministic: the seed is not needed
         self._episode = self.env.episode_id
         self.scene = Scene(self.env.libero_env)
         self.goal = parse_goal(self.env.libero_env.parsed_problem["goal_state"])

@@ -50,13 +50,18 @@ class TabletopExpert:
             raise ValueError(f"TabletopExpert: max_speed must be in (0, 1] (action units), got {max_speed}")
         self.env = env
         self.noise = noise
+        self.seed = seed
         # Below 1, translation saturates earlier: slower, smoother demos with more frames per
         # episode and less travel per open-loop action chunk, which are easier to imitate.
         self.max_speed = float(max_speed)
         self.rng = np.random.default_rng(seed)
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, seed: int | None = None) -> None:
+        """New episode. ``seed`` (the episode's seed, e.g. from `vla collect`) restarts the motion
+        noise so an episode's demo does not depend on which episodes the same expert ran before."""
+        if seed is not None:
+            self.rng = np.random.default_rng([0 if self.seed is None else self.seed, seed])
         self._phase = 0
         self._steps_in_phase = 0
         self._grasp_offset = np.zeros(3)  # cube centre minus tool centre, measured when grasped

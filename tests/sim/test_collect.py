@@ -237,3 +237,15 @@ def test_expert_options_slow_the_demos_and_are_part_of_the_dataset_identity(tmp_
         run_collect(tmp_path, "slow", *common[:-1], "episodes_per_task=2", "+expert_kwargs.max_speed=0.8")
     with pytest.raises(ValueError, match=r"max_speed must be in \(0, 1\]"):
         run_collect(tmp_path, "bad", *common, "+expert_kwargs.max_speed=2.0")
+
+
+def test_noisy_expert_demos_are_reproducible_per_episode(tmp_path):
+    """Expert noise is seeded per episode: the same command records the same actions, and an
+    episode's actions do not depend on which episodes ran before it in the same worker."""
+    common = ("tasks=[push_red_left]", "workers=0", "videos=false", "+expert_kwargs.noise=0.5")
+    runs = [read_through_dataloader(run_collect(tmp_path, name, *common, f"episodes_per_task={n}").root)
+            for name, n in (("a", 2), ("b", 2), ("c", 1))]
+    np.testing.assert_array_equal(runs[0][ACTION_KEY], runs[1][ACTION_KEY])
+    first = runs[0]["episode_index"] == 0
+    np.testing.assert_array_equal(runs[0][ACTION_KEY][first], runs[2][ACTION_KEY])
+    assert not np.array_equal(runs[0][ACTION_KEY][first][:5], runs[0][ACTION_KEY][~first][:5])  # noise differs per episode
