@@ -65,11 +65,17 @@ def test_bad_parameters_stop_the_nodes_with_a_clear_error(tmp_path):
     names = list(BAD)
     for i in range(0, len(names), 3):
         procs = {name: start(name, BAD[name][0]) for name in names[i : i + 3]}
-        for name, proc in procs.items():
-            out, _ = proc.communicate(timeout=180)
-            assert proc.returncode != 0, f"{name}: started despite a bad parameter\n{out[-2000:]}"
-            assert BAD[name][1] in out, f"{name}: {out[-2000:]}"
-            print(f"{name}: {[line for line in out.splitlines() if BAD[name][1] in line][0][:160]}")
+        try:
+            for name, proc in procs.items():
+                out, _ = proc.communicate(timeout=180)
+                assert proc.returncode != 0, f"{name}: started despite a bad parameter\n{out[-2000:]}"
+                assert BAD[name][1] in out, f"{name}: {out[-2000:]}"
+                print(f"{name}: {[line for line in out.splitlines() if BAD[name][1] in line][0][:160]}")
+        finally:  # never leave a node behind to publish into later tests (seen: a start-up hung in
+            for proc in procs.values():  # rclpy's create_service with ten processes starting at once)
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
 
 
 def test_parameters_changed_at_launch_take_effect():
