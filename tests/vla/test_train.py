@@ -96,6 +96,17 @@ def test_resuming_with_another_architecture_is_refused(dataset, base_checkpoint,
                             f"init_from={base_checkpoint}"), check_init_arch=True)
 
 
+def test_a_killed_finetune_resumes_with_the_init_checkpoint_architecture(dataset, tmp_path):
+    # The base differs from the default architecture (compressor), and the fine-tune command names none:
+    # rerunning it must resume the fine-tune, not compare the checkpoint with the defaults.
+    base = train(small_run(dataset, tmp_path / "base", "compressor=pool", "train.steps=2")).checkpoint
+    command = (f"init_from={base}", "train.save_every=2")
+    first = train(small_run(dataset, tmp_path / "ft", *command, "train.steps=2"))
+    resumed = train(small_run(dataset, tmp_path / "ft", *command, "train.steps=4"))
+    assert first.checkpoint.name == "000002" and resumed.checkpoint.name == "000004"
+    assert resumed.start_step == 2 and resumed.end_step == 4  # continued, not restarted
+
+
 @pytest.mark.parametrize(
     "overrides, error, match",
     [

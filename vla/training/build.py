@@ -61,7 +61,10 @@ def load_policy(path: str | Path, s: TrainSettings, meta, *, resume: bool):
     path = Path(path).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint folder '{path}' does not exist (expected a folder with config.json)")
-    requested = requested_config(s, meta) if (resume or s.check_init_arch) else None
+    # A run started with init_from took its architecture from that checkpoint, so resuming it must not
+    # check against the defaults (only against an architecture the user named explicitly).
+    check_arch = s.check_init_arch or (resume and not s.init_from)
+    requested = requested_config(s, meta) if check_arch else None
     keep_stats = resume or s.finetune_stats == "checkpoint"
     ckpt = load_checkpoint(path, config=requested, device=s.device, processors=True)
     policy, config = ckpt.policy, ckpt.policy.config
