@@ -30,20 +30,21 @@ def default_params() -> dict[str, dict[str, Any]]:
 
 
 class Bringup:
-    """Start the enabled nodes on a MultiThreadedExecutor spinning in a background thread."""
+    """Start the enabled nodes on one executor (``make_executor``) spinning in a background thread."""
 
     def __init__(self, params: dict[str, dict[str, Any]], run_dir: str | Path, sim: bool = True,
-                 domain_id: int | None = None, num_threads: int = 4):
+                 domain_id: int | None = None):
         import rclpy
         from rclpy.context import Context
-        from rclpy.executors import MultiThreadedExecutor
+
+        from ros_nodes.standalone import make_executor
 
         self.run_dir = Path(run_dir)
         self.enabled = {"sim": sim}
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.nodes: dict[str, Any] = {}
-        self.executor = MultiThreadedExecutor(num_threads=num_threads, context=self.context)
+        self.executor = make_executor(self.context)
         self._thread: threading.Thread | None = None
         try:
             for spec in NODE_SPECS:

@@ -22,9 +22,6 @@ POLICIES = {
 }
 
 
-# KNOWN ISSUE (#7, open): passed 8/8 runs early in session 2, failed in the final fresh-clone run
-# during the same host-dependent slowdown as the 30 Hz rate test. `make test-slow`.
-@pytest.mark.slow
 @pytest.mark.parametrize("policy", list(POLICIES.values()), ids=list(POLICIES))
 def test_sil_episode_succeeds(policy, tmp_path):
     listener = Participant("sil_listener", DOMAIN)
@@ -53,9 +50,6 @@ def test_sil_episode_succeeds(policy, tmp_path):
     assert (tmp_path / "policy_node.params.yaml").is_file()  # the params file the node was given
 
 
-# KNOWN ISSUE (#7, open): same host-dependent slowdown as the 30 Hz rate test (40 chunks in 8 s in
-# one run, 2 in a later one on an idle machine, held for stale cameras). `make test-slow`.
-@pytest.mark.slow
 def test_sil_runs_a_vla_checkpoint_with_the_accel_preset(tmp_path):
     """The deployment path of a real checkpoint: `policy=checkpoint` + `accel=fast` through the ROS
     loop (random weights: the episode is not expected to succeed, the loop is what is tested)."""
