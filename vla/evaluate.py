@@ -2,6 +2,7 @@
 
     vla eval checkpoint=outputs/train/<run>/checkpoints/last env=tabletop episodes=20
     vla eval checkpoint=expert env=tabletop episodes=5 tasks=[place_red_on_blue_plate] num_envs=2
+    vla eval checkpoint=random env=tabletop episodes=5     # chance level (uniform random actions)
     vla eval checkpoint=<dir> env=libero_spatial episodes=10 replan=4 video=false
 
 * Episode ``i`` of a task starts from ``sim.factory.reset_options(env_cfg, task, i)`` (tabletop:
@@ -50,6 +51,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 EXPERT = "expert"
+RANDOM = "random"
+BASELINES = (EXPERT, RANDOM)  # checkpoint= names that are not folders: built per env, no torch
 STEP_GUARD = 10_000  # hard cap if an env never truncates
 # Report order of the per-call timings: the adapter's stages, then the model's inside "model".
 STAGE_ORDER = ("preprocess", "vision", "compressor", "backbone", "action_head", "model", "postprocess", "total")
@@ -85,7 +88,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
 class EvalPlan:
     """The validated command; plain data so it can be sent to worker processes."""
 
-    checkpoint: str  # "expert" or an absolute folder path
+    checkpoint: str  # "expert", "random" or an absolute folder path
     env_cfg: dict
     env_name: str
     tasks: list[str]
@@ -134,16 +137,19 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
         raise ValueError(f"env.suite '{env_cfg.get('suite')}' is not a known suite. Valid suites: {', '.join(SUITES)}")
     if cfg.get("split") is not None and "split" in env_cfg:
         env_cfg.split = cfg.split
+    requested = cfg.get("tasks")
+    if requested is None:
+        requested = task_names(env_cfg)  # tasks=null: the env config's selection (env.tasks=[...])
     env_cfg.tasks = "all"  # the task list below is the selection; validate names against the suite
-    tasks = _select_tasks(cfg.get("tasks"), task_names(env_cfg))
+    tasks = _select_tasks(requested, task_names(env_cfg))
     checkpoint = str(cfg.checkpoint)
-    if checkpoint != EXPERT:
+    if checkpoint not in BASELINES:
         from vla.runtime import VLA_TYPE, checkpoint_type
 
         path = Path(checkpoint).expanduser().absolute()
         if not path.is_dir():
             raise FileNotFoundError(f"checkpoint folder not found: '{checkpoint}' (resolved to {path}); "
-                                    f"pass checkpoint=<saved checkpoint dir> or checkpoint={EXPERT}")
+                                    f"pass checkpoint=<saved checkpoint dir>, checkpoint={EXPERT} or checkpoint={RANDOM}")
         kind = checkpoint_type(path)  # names the folder's problem if it is not a policy checkpoint
         if kind != VLA_TYPE and (cfg.get("accel") or {}).get("name", "none") != "none":
             raise ValueError(f"accel={cfg.accel.name}: acceleration presets apply to VLA checkpoints only; "
@@ -285,7 +291,7 @@ def _init_worker(plan: EvalPlan, threads: int | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import sim  # noqa: F401  (registers the gym ids)
 
-    if threads and plan.checkpoint != EXPERT:
+    if threads and plan.checkpoint not in BASELINES:
         import torch
 
         torch.set_num_threads(threads)
@@ -301,10 +307,10 @@ def _close_worker() -> None:
 
 def _worker_policy(env: Any) -> Any:
     plan: EvalPlan = _WORKER["plan"]
-    if plan.checkpoint == EXPERT:
-        from vla.runtime import ExpertPolicy
+    if plan.checkpoint in BASELINES:  # bound to this env (the expert reads its privileged state)
+        from vla.runtime import ExpertPolicy, RandomPolicy
 
-        return ExpertPolicy(env)  # privileged: bound to this env, rebuilt with it
+        return ExpertPolicy(env) if plan.checkpoint == EXPERT else RandomPolicy(env)
     if _WORKER["policy"] is None:
         from vla.runtime import load_policy
 
@@ -344,7 +350,7 @@ def _mp_context(plan: EvalPlan) -> mp.context.BaseContext:
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
     preload = ["sim", "sim.factory", "sim.experts", "sim.video", "vla.runtime"]
-    if plan.checkpoint != EXPERT:
+    if plan.checkpoint not in BASELINES:
         preload += ["torch", "vla.checkpoint", "policies.modeling_vla", "policies.processor_vla"]
     ctx.set_forkserver_preload(preload)  # only takes effect if the server is not running yet
     return ctx

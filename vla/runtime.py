@@ -20,6 +20,7 @@ Implementations here:
                                       lerobot policy (`lerobot-train --policy.type=act|diffusion`,
                                       <output_dir>/checkpoints/<step>/pretrained_model) -> LeRobotChunkPolicy
     ExpertPolicy(env)                 the suite's scripted expert -- PRIVILEGED, reads sim state
+    RandomPolicy(env)                 uniform random actions in the env's action space (chance level)
 They may also expose ``n_action_steps`` (how many actions of a chunk the policy was trained to
 execute before re-planning; runners use it when the user does not choose), ``policy_type`` and
 ``num_params`` (reported by `vla eval`), and ``observe(obs)``: a policy that conditions on past
@@ -110,6 +111,28 @@ class ExpertPolicy:
             "visual_tokens": 0,
             "keep_masks": {},
         }
+
+
+class RandomPolicy:
+    """Uniform random actions in ``env.action_space``: the chance level a trained policy must beat.
+
+    Draws from its own generator, seeded at ``reset`` from numpy's global RNG, which the evaluator
+    seeds per episode: the same episode gets the same actions on every run and worker."""
+
+    n_action_steps = 1
+    policy_type = "random"
+
+    def __init__(self, env: Any) -> None:
+        space = env.action_space
+        self.low, self.high = np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+        self.rng = np.random.default_rng(0)
+
+    def reset(self) -> None:
+        self.rng = np.random.default_rng(int(np.random.randint(2**31)))
+
+    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+        action = self.rng.uniform(self.low, self.high).astype(np.float32)
+        return {"actions": action[None], "timing_ms": {}, "visual_tokens": 0, "keep_masks": {}}
 
 
 # ── saved checkpoints (VLA or any lerobot policy) as ChunkPolicies ────────────────────────
@@ -351,7 +374,7 @@ def checkpoint_type(checkpoint: str | Path) -> str:
     """
     path = Path(checkpoint).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint folder not found: '{path}' (pass checkpoint=<dir> or checkpoint=expert)")
+        raise FileNotFoundError(f"checkpoint folder not found: '{path}' (pass checkpoint=<dir>, checkpoint=expert or checkpoint=random)")
     config = path / "config.json"
     if not config.is_file():
         hint = ""

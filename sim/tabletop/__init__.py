@@ -4,6 +4,8 @@ Config keys read from ``configs/env/tabletop.yaml``:
     tasks              "all" or a list of task names / indices into TASKS
     split              "train" | "heldout": which layout seed range episodes draw from
     layout_offset      episode i of a run uses layout ``layout_offset + i`` of the split
+    num_layouts        null: every episode a new layout; N: episode i uses layout
+                       ``layout_offset + i % N`` (many demos on a few layouts, e.g. a specialist)
     image_size         int or [h, w]
     max_episode_steps  truncation horizon (control steps at 20 Hz)
 
@@ -43,8 +45,14 @@ def make_env(env_cfg: Any, task: str | int, cameras: bool = True):
 
 
 def reset_options(env_cfg: Any, task: str | int, episode_index: int) -> dict:
-    """Episode ``i`` uses layout ``layout_offset + i`` of the configured split (same for every task)."""
+    """Episode ``i`` uses layout ``layout_offset + i`` (or ``+ i % num_layouts``) of the configured
+    split, the same for every task."""
     _resolve(task)
+    num_layouts = env_cfg.get("num_layouts", None)
+    if num_layouts is not None:
+        if int(num_layouts) < 1:
+            raise ValueError(f"num_layouts must be null (a new layout per episode) or >= 1, got {num_layouts}")
+        episode_index %= int(num_layouts)
     return {"layout": int(env_cfg.get("layout_offset", 0)) + episode_index, "split": env_cfg.get("split", "train")}
 
 

@@ -171,6 +171,11 @@ def test_factory_protocol():
     assert factory.task_names(cfg) == ["stack_red_on_green", "place_red_on_blue_plate"]
     cfg.split, cfg.layout_offset = "heldout", 10
     assert factory.reset_options(cfg, "stack_red_on_green", 2) == {"layout": 12, "split": "heldout"}
+    cfg.num_layouts = 2  # many episodes on a few layouts
+    assert [factory.reset_options(cfg, 0, i)["layout"] for i in range(5)] == [10, 11, 10, 11, 10]
+    cfg.num_layouts = 0
+    with pytest.raises(ValueError, match="num_layouts"):
+        factory.reset_options(cfg, 0, 0)
     e = factory.make_env(cfg, "stack_red_on_green", cameras=False)
     assert e.unwrapped.split == "heldout" and e.unwrapped.task_name == "stack_red_on_green"
     e.close()

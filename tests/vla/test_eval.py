@@ -131,3 +131,29 @@ def test_bad_numbers_are_named(tmp_path):
         with pytest.raises(ValueError, match=match):
             make_plan(eval_cfg("checkpoint=expert", override), tmp_path)
 
+
+
+def test_task_selection_follows_env_tasks_unless_tasks_is_given(tmp_path):
+    assert make_plan(eval_cfg("checkpoint=random", "env.tasks=[push_red_left]"), tmp_path).tasks == ["push_red_left"]
+    assert make_plan(eval_cfg("checkpoint=random", "env.tasks=[push_red_left]", "tasks=[red_in_bowl]"),
+                     tmp_path).tasks == ["red_in_bowl"]
+    assert len(make_plan(eval_cfg("checkpoint=random"), tmp_path).tasks) == 13
+
+
+def test_random_baseline_is_seeded_and_fails_a_manipulation_task(tmp_path):
+    import numpy as np
+
+    from sim.tabletop.env import TabletopEnv
+    from vla.runtime import RandomPolicy
+
+    policy = RandomPolicy(TabletopEnv(cameras=False))
+    draws = []
+    for _ in range(2):  # the evaluator seeds numpy per episode, then resets the policy
+        np.random.seed(7)
+        policy.reset()
+        draws.append(np.concatenate([policy.infer({})["actions"] for _ in range(3)]))
+    assert np.array_equal(*draws) and draws[0].shape == (3, 7) and np.abs(draws[0]).max() <= 1.0
+    report = evaluate(eval_cfg("checkpoint=random", "episodes=2", "tasks=[place_red_on_blue_plate]", "video=false",
+                               "env.max_episode_steps=40"), tmp_path)
+    assert report["policy"]["type"] == "random" and report["overall"]["success_rate"] == 0.0
+    assert [e["length"] for e in report["episodes"]] == [40, 40]
