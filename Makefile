@@ -26,7 +26,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 .PHONY: help install sysdeps demo test test-slow clean
 
 help:
-	@echo "make demo       set up .venv and run the main job (collect tabletop demos, video, summary)"
+	@echo "make demo       set up .venv and run the main job (a trained policy in closed loop: success table, videos)"
 	@echo "make test       set up .venv and run the default test suite (what CI runs)"
 	@echo "make test-slow  the slow tests (long training / full expert sweeps)"
 	@echo "make install    only set up .venv"
@@ -54,8 +54,18 @@ sysdeps:
 
 install: $(STAMP) sysdeps
 
+# The main job: the trained cpu + compressor_vla checkpoint committed in checkpoints/ (trained here
+# with `vla train`; checkpoints/README.md has the commands that reproduce it) in closed loop, on the
+# layout its demos were recorded on and on held-out layouts. Success tables, videos, reports.
+DEMO_CKPT := checkpoints/push_red_left_cvla
+DEMO_EVAL := $(VLA) eval checkpoint=$(DEMO_CKPT) env=tabletop 'tasks=[push_red_left]' num_envs=2 threads=1
 demo: install
-	$(VLA) collect env=tabletop episodes_per_task=2 workers=2 root=outputs/demo/dataset
+	@echo "== $(DEMO_CKPT): a cpu + compressor_vla policy trained by this project (checkpoints/README.md) =="
+	@echo "== 1/2: the layout it was trained on (train split, layout 0) =="
+	$(DEMO_EVAL) env.num_layouts=1 split=train episodes=6 hydra.run.dir=outputs/demo/train_layout
+	@echo "== 2/2: held-out layouts (generalisation; see README 'Trained policies') =="
+	$(DEMO_EVAL) split=heldout episodes=6 hydra.run.dir=outputs/demo/heldout_layouts
+	@echo "demo results: outputs/demo/train_layout/eval.md, outputs/demo/heldout_layouts/eval.md (videos/ beside them)"
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -1,14 +1,15 @@
 """Software in the loop: `vla ros bringup` (sim bridge + policy node in one process, real DDS)
 runs a tabletop episode to success; this test listens to /vla/episode_success from its own DDS
-participant. The policy is a parameter of the test: the expert test double until a trained
-checkpoint is added to POLICIES (e.g. ["policy_node.ros__parameters.policy=checkpoint",
-"policy_node.ros__parameters.checkpoint=<dir>"])."""
+participant. The policy is a parameter of the test: the checkpoint this project trained and
+committed (checkpoints/README.md: a one-layout push specialist, evaluated on its training layout:
+this tests the deployment loop, `vla eval` measures generalisation) and the expert test double."""
 
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from std_msgs.msg import Bool
@@ -17,13 +18,19 @@ from ros_nodes.policy_node import LATCHED
 from ros_nodes.testing import Participant, isolated_domain_id
 
 DOMAIN = isolated_domain_id()
-POLICIES = {
-    "expert-test-double": ["policy_node.ros__parameters.policy=ros_nodes.testing:expert_policy"],
+CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "push_red_left_cvla"
+POLICIES = {  # bringup overrides, task
+    "trained-checkpoint": (["policy_node.ros__parameters.policy=checkpoint",
+                            f"policy_node.ros__parameters.checkpoint={CHECKPOINT}",
+                            # re-plan after 8 of its 16 actions, as it was evaluated (n_action_steps)
+                            "policy_node.ros__parameters.replan_remaining=8"], "push_red_left"),
+    "expert-test-double": (["policy_node.ros__parameters.policy=ros_nodes.testing:expert_policy"],
+                           "place_red_on_blue_plate"),
 }
 
 
-@pytest.mark.parametrize("policy", list(POLICIES.values()), ids=list(POLICIES))
-def test_sil_episode_succeeds(policy, tmp_path):
+@pytest.mark.parametrize("policy, task", list(POLICIES.values()), ids=list(POLICIES))
+def test_sil_episode_succeeds(policy, task, tmp_path):
     listener = Participant("sil_listener", DOMAIN)
     outcomes = []
     listener.node.create_subscription(Bool, "/vla/episode_success", lambda m: outcomes.append(m.data), LATCHED)
@@ -31,7 +38,7 @@ def test_sil_episode_succeeds(policy, tmp_path):
         t0 = time.monotonic()
         proc = subprocess.run(
             [sys.executable, "-m", "vla.cli", "ros", "bringup", *policy, "episodes=1", f"domain_id={DOMAIN}",
-             "sim_bridge_node.ros__parameters.task=place_red_on_blue_plate", f"hydra.run.dir={tmp_path}"],
+             f"sim_bridge_node.ros__parameters.task={task}", f"hydra.run.dir={tmp_path}"],
             capture_output=True, text=True, timeout=180,
             env={**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
         )
