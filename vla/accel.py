@@ -2,7 +2,7 @@
 
 ``accel=fast`` stacks the three cheap wins measured in this repo:
   1. visual tokens: Compressor-VLA (STC + SRC), 512 -> 160 tokens into the backbone;
-  2. EfficientVLA layer pruning: keep ``round(keep_ratio * L)`` decoder layers (cpu preset 4 -> 3),
+  2. EfficientVLA layer pruning: keep ``round(keep_ratio * L)`` decoder layers (cpu preset 4 -> 2),
      the ones with the highest I(l) (policies/layer_pruning.py);
   3. EfficientVLA action-head step cache: ``head.cache_interval`` = 5 (block outputs recomputed on
      2 of the 10 flow steps).

@@ -36,7 +36,7 @@ def test_preset_parsing():
     assert accel_spec("none") is None and accel_spec(None) is None
     fast = accel_spec("fast")
     assert fast.compressor["name"] == "compressor_vla" and fast.fallback_compressor["name"] == "efficientvla"
-    assert fast.keep_ratio == 0.67 and fast.cache_interval == 5
+    assert fast.keep_ratio == 0.5 and fast.cache_interval == 5
     with pytest.raises(ValueError, match="unknown keys"):
         accel_spec({"name": "x", "speed": 11})
     with pytest.raises(ValueError, match="available: fast, none"):
@@ -50,7 +50,7 @@ def test_fast_on_a_checkpoint_trained_without_compression_uses_the_training_free
     fast, notes = accelerate(base, pre, "fast")
     assert fast is not base and fast.config.compressor.name == "efficientvla"
     assert fast.config.compressor.kwargs["budget"] == 160 and "fallback" in notes["compressor"]
-    assert len(fast.model.backbone.lm.layers) == 3 and len(fast.config.backbone.removed_layers) == 2  # 5 x 0.67
+    assert len(fast.model.backbone.lm.layers) == 3 and len(fast.config.backbone.removed_layers) == 2  # 5 x 0.5, rounded half up
     assert fast.model.head.cache_interval == 5 and fast.config.head.cache_interval == 5
     for key in base.state_dict():  # all trained weights carried over
         if ".layers." not in key:
