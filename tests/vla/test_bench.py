@@ -115,3 +115,32 @@ def test_cli_maps_bench_and_prune():
     assert resolve(["bench", "checkpoint=x"]) == (BENCHES["policy"], ["checkpoint=x"])
     assert resolve(["bench", "policy", "episodes=1"]) == (BENCHES["policy"], ["episodes=1"])
     assert resolve(["prune", "keep_layers=3"]) == (COMMANDS["prune"], ["keep_layers=3"])
+
+
+def _goal_rows(speedup: float, flops_ratio: float, none_rate: float | None, fast_rate: float | None) -> dict:
+    def row(s, f, rate):
+        return {"speedup": s, "flops_ratio": f, "success": None if rate is None else {"rate": rate}}
+    return {"none": row(1.0, 1.0, none_rate), "accel_fast": row(speedup, flops_ratio, fast_rate)}
+
+
+@pytest.mark.parametrize("speedup, flops, none_rate, fast_rate, met, missed", [
+    (3.2, 0.25, 1.0, 0.96, True, None),        # -4 pp: within 5
+    (3.2, 0.25, 1.0, 0.90, False, "success"),  # -10 pp
+    (2.4, 0.25, 1.0, 1.0, False, "speedup"),
+    (3.2, 0.314, 1.0, 1.0, False, "FLOPs"),
+    (3.2, 0.25, None, None, False, "not measured"),
+])
+def test_goal_check_against_none(speedup, flops, none_rate, fast_rate, met, missed):
+    from vla.bench.report import goal_check, goal_line
+
+    check = goal_check(_goal_rows(speedup, flops, none_rate, fast_rate))
+    assert check["met"] is met
+    line = goal_line(check)
+    assert ("**met**" in line) is met
+    if missed == "success":
+        assert check["success_drop_pp"] == pytest.approx(10.0) and "success -10.0 pp" in line
+    elif missed in ("speedup", "FLOPs"):
+        assert "MISSED" in line and (f"{speedup:.2f}×" in line) and f"{100 * flops:.1f} %" in line
+    elif missed == "not measured":
+        assert "success not measured" in line
+    assert goal_check({"none": {}}) is None  # no accel_fast row: nothing to check

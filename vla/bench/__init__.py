@@ -229,7 +229,7 @@ def run_bench(cfg: DictConfig, out: str | Path, command: str | None = None) -> d
     R.add_ratios(rows)
     meta = _meta(cfg, env_cfg, tasks, time.perf_counter() - started, command)
     meta["cameras"] = len(next(iter(prepared.values())).policy.config.camera_keys)
-    report = {"meta": meta, "rows": rows}
+    report = {"meta": meta, "rows": rows, "goal": R.goal_check(rows)}
     paths = R.write(report, out)
     print(R.markdown(report, rel_to=out))
     for p in paths.values():

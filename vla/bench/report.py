@@ -9,6 +9,7 @@ Row fields (``bench.json["rows"][method]``):
     speedup            none's p50 / this p50
     success            {rate, ci95 [lo, hi] (Wilson), successes, episodes} from vla.evaluate, or null if
                        the row was not evaluated (learned method without its own checkpoint)
+``bench.json["goal"]``: ``goal_check`` of the accel_fast row against none (speedup, FLOPs, success).
 """
 
 from __future__ import annotations
@@ -60,6 +61,39 @@ def add_ratios(rows: dict[str, dict[str, Any]], baseline: str = "none") -> None:
     for row in rows.values():
         row["flops_ratio"] = row["gflops"] / base["gflops"] if base else None
         row["speedup"] = base["latency_ms"]["p50"] / row["latency_ms"]["p50"] if base else None
+
+
+# The project's goal for its recommended preset (accel=fast) against the uncompressed model.
+GOAL = {"method": "accel_fast", "min_speedup": 2.5, "max_flops_ratio": 0.30, "max_success_drop_pp": 5.0}
+
+
+def goal_check(rows: dict[str, dict[str, Any]], goal: dict[str, Any] = GOAL) -> dict[str, Any] | None:
+    """Speedup, FLOPs ratio and success change of ``goal["method"]`` vs ``none``, each with met/missed.
+    None when either row is absent; the success clause is None when either row was not evaluated."""
+    row, base = rows.get(goal["method"]), rows.get("none")
+    if row is None or base is None:
+        return None
+    check = {**goal, "speedup": row["speedup"], "flops_ratio": row["flops_ratio"],
+             "speedup_met": row["speedup"] >= goal["min_speedup"],
+             "flops_met": row["flops_ratio"] <= goal["max_flops_ratio"], "success_drop_pp": None, "success_met": None}
+    if row["success"] is not None and base["success"] is not None:
+        drop = 100.0 * (base["success"]["rate"] - row["success"]["rate"])
+        check.update(success_drop_pp=drop, success_met=drop <= goal["max_success_drop_pp"])
+    check["met"] = bool(check["speedup_met"] and check["flops_met"] and check["success_met"])
+    return check
+
+
+def goal_line(check: dict[str, Any] | None) -> str:
+    if check is None:
+        return f"Goal: not checked (needs the `none` and `{GOAL['method']}` rows)."
+    mark = {True: "met", False: "MISSED", None: "not measured"}
+    success = ("success not measured" if check["success_drop_pp"] is None else
+               f"success {-check['success_drop_pp']:+.1f} pp (goal: at most -{check['max_success_drop_pp']:g} pp, "
+               f"{mark[check['success_met']]})")
+    return (f"Goal ({check['method']} vs none): {check['speedup']:.2f}× lower batch-1 latency (goal >= "
+            f"{check['min_speedup']:g}×, {mark[check['speedup_met']]}), {100 * check['flops_ratio']:.1f} % of the "
+            f"FLOPs (goal <= {100 * check['max_flops_ratio']:g} %, {mark[check['flops_met']]}), {success}: "
+            f"**{'met' if check['met'] else 'not met'}**.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,6 +150,8 @@ def markdown(report: dict[str, Any], rel_to: Path | None = None) -> str:
         f"- wall time: {m['wall_s']:.0f} s; reproduce: `{m['command']}`",
         "",
         markdown_table(report, rel_to),
+        "",
+        goal_line(report.get("goal")),
         "",
         "Weights: *default ckpt* = training-free method applied to the default checkpoint; *own ckpt* = "
         "trained with that compressor; *untrained* = learned compressor without a trained checkpoint "
@@ -205,6 +241,8 @@ def readme_section(report: dict[str, Any]) -> str:
         f"{m['device']}, {m['threads']} thread(s), load average {m['load_avg']}; {m['wall_s'] / 60:.1f} min).",
         "",
         markdown_table(report, videos=False),
+        "",
+        goal_line(report.get("goal")),
         "",
         f"Reproduce: `{m['command']}` (plots and overlay videos: `{Path(report['files']['json']).parent}`).",
         "Regenerate this section: `python scripts/readme_results.py <bench.json>`.",
