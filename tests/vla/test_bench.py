@@ -144,3 +144,11 @@ def test_goal_check_against_none(speedup, flops, none_rate, fast_rate, met, miss
     elif missed == "not measured":
         assert "success not measured" in line
     assert goal_check({"none": {}}) is None  # no accel_fast row: nothing to check
+
+
+def test_reproduce_command_paths_are_relative_under_the_working_directory(tmp_path, monkeypatch):
+    from vla.bench import _path_arg
+
+    monkeypatch.chdir(tmp_path)
+    assert _path_arg("checkpoints/a") == "checkpoints/a" and _path_arg(tmp_path / "b") == "b"
+    assert _path_arg("/elsewhere/c") == "/elsewhere/c"  # outside the working directory: absolute
