@@ -120,7 +120,8 @@ class CollectPlan:
         return f"{self.expert}({', '.join(f'{k}={v!r}' for k, v in sorted(self.expert_kwargs.items()))})"
 
 
-def _plain_dict(value: Any) -> dict:
+def plain_dict(value: Any) -> dict:
+    """A config node (or None / a mapping) as a plain dict."""
     if value is None:
         return {}
     return dict(OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
@@ -192,7 +193,7 @@ def make_plan(cfg: DictConfig) -> CollectPlan:
         fps=_env_fps(env_cfg),
         image_size=image_size_of(env_cfg),
         expert=str(cfg.expert),
-        expert_kwargs=_plain_dict(cfg.get("expert_kwargs")),
+        expert_kwargs=plain_dict(cfg.get("expert_kwargs")),
         max_steps=int(cfg.max_steps) if cfg.get("max_steps") else None,
         commit_interval_s=float(cfg.commit_interval_s),
         compact=bool(cfg.compact),

@@ -122,14 +122,9 @@ def _select_tasks(requested: Any, available: list[str]) -> list[str]:
     return list(dict.fromkeys(tasks))
 
 
-def _plain(value: Any) -> dict:
-    if value is None:
-        return {}
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else dict(value)
-
-
 def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
     """Check the composed config; every error names the bad value and what is valid."""
+    from sim.collect import plain_dict
     from sim.factory import SUITES, task_names
 
     env_cfg = OmegaConf.create(OmegaConf.to_container(cfg.env, resolve=True))
@@ -175,8 +170,8 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
         seed=int(cfg.seed),
         device=str(cfg.device),
         threads=None if cfg.get("threads") is None else int(cfg.threads),
-        policy_overrides=_plain(cfg.get("policy")),
-        accel=_plain(cfg.get("accel")) if (cfg.get("accel") or {}).get("name", "none") != "none" else None,
+        policy_overrides=plain_dict(cfg.get("policy")),
+        accel=plain_dict(cfg.get("accel")) if (cfg.get("accel") or {}).get("name", "none") != "none" else None,
         video_episodes=videos,
         out_dir=str(Path(out_dir).absolute()),
     )

@@ -147,8 +147,8 @@ def test_goal_check_against_none(speedup, flops, none_rate, fast_rate, met, miss
 
 
 def test_reproduce_command_paths_are_relative_under_the_working_directory(tmp_path, monkeypatch):
-    from vla.bench import _path_arg
+    from vla.bench.report import shown_path
 
     monkeypatch.chdir(tmp_path)
-    assert _path_arg("checkpoints/a") == "checkpoints/a" and _path_arg(tmp_path / "b") == "b"
-    assert _path_arg("/elsewhere/c") == "/elsewhere/c"  # outside the working directory: absolute
+    assert shown_path("checkpoints/a") == "checkpoints/a" and shown_path(tmp_path / "b") == "b"
+    assert shown_path("/elsewhere/c") == "/elsewhere/c"  # outside the working directory: absolute

@@ -254,19 +254,12 @@ def _meta(cfg: DictConfig, env_cfg: dict, tasks: list[str], wall_s: float, comma
     }
 
 
-def _path_arg(path: Any) -> str:
-    """A path for the reproduce command: relative when under the working directory (so the command
-    works in another clone of the repo, e.g. checkpoints/...), absolute otherwise."""
-    path = Path(str(path)).absolute()
-    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
-
-
 def _explicit_args(cfg: DictConfig, tasks: list[str]) -> list[str]:
-    args = [f"checkpoint={_path_arg(cfg.checkpoint)}", f"env={cfg.env.suite}",
+    args = [f"checkpoint={R.shown_path(cfg.checkpoint)}", f"env={cfg.env.suite}",
             f"methods=[{','.join(str(m) for m in cfg.methods)}]", f"tasks=[{','.join(tasks)}]",
             f"episodes={cfg.episodes}", f"seed={cfg.seed}", f"split={cfg.split}"]
     if cfg.checkpoints:
-        inner = ",".join(f"{k}:{_path_arg(v)}" for k, v in cfg.checkpoints.items())
+        inner = ",".join(f"{k}:{R.shown_path(v)}" for k, v in cfg.checkpoints.items())
         args.append(f"checkpoints={{{inner}}}")
     return [shlex.quote(a) for a in args]
 

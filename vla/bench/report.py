@@ -244,14 +244,16 @@ def readme_section(report: dict[str, Any]) -> str:
         "",
         goal_line(report.get("goal")),
         "",
-        f"Reproduce: `{m['command']}` (plots and overlay videos: `{_shown(Path(report['files']['json']).parent)}`).",
+        f"Reproduce: `{m['command']}` (plots and overlay videos: `{shown_path(Path(report['files']['json']).parent)}`).",
         "Regenerate this section: `python scripts/readme_results.py <bench.json>`.",
     ])
 
 
-def _shown(path: Path) -> Path:
-    """Relative to the working directory when under it (the repo root for README sections)."""
-    return path.relative_to(Path.cwd()) if path.is_absolute() and path.is_relative_to(Path.cwd()) else path
+def shown_path(path: Any) -> str:
+    """Relative to the working directory when under it (so a README section or a reproduce command
+    works in another clone of the repo, e.g. checkpoints/...), absolute otherwise."""
+    path = Path(str(path)).absolute()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def update_readme(readme: str | Path, report: dict[str, Any]) -> Path:
