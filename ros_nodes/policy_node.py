@@ -179,6 +179,13 @@ class PolicyNode(Node):
         self._held_ticks = 0  # consecutive ticks held for lost inputs
         self._warned_replan = False
         self._last_reasons: tuple[str, ...] = ()
+        # Policies that condition on past frames (lerobot Diffusion's n_obs_steps) must see consecutive
+        # frames, as in `vla eval`, not one frame per chunk: keep the newest n_obs_steps distinct input
+        # snapshots (the last is the current one); the worker observes the older ones before infer.
+        observes = callable(getattr(self.policy, "observe", None))
+        self._history: deque[dict[str, Any]] = deque(
+            maxlen=int(getattr(self.policy, "n_obs_steps", 1) or 1) if observes else 0)
+        self._history_key: tuple[float, ...] | None = None
         self._set_instruction(p.instruction, "parameter")
 
         sensors = ReentrantCallbackGroup()
@@ -289,6 +296,18 @@ class PolicyNode(Node):
             reasons.add("no_instruction")
         return reasons
 
+    def _inputs(self) -> dict[str, Any]:
+        """The current inputs (caller holds self._lock)."""
+        return {"frames": {c: self._frames[c][0] for c in self.p.camera_names},
+                "state": self._state(), "instruction": self._instruction}
+
+    def _remember_inputs(self) -> None:
+        """Append the current inputs to the history once per new camera frame (caller holds self._lock)."""
+        key = tuple(self._frames[c][1] for c in self.p.camera_names)
+        if self._history.maxlen and key != self._history_key:
+            self._history_key = key
+            self._history.append(self._inputs())
+
     def _state(self) -> np.ndarray | None:
         if self.p.state_source == "joint_state":
             return self._joint_state
@@ -300,11 +319,16 @@ class PolicyNode(Node):
         now = time.monotonic()
         with self._lock:
             reset, self._reset_pending = self._reset_pending, False
+            if reset:
+                self._history.clear()
+                self._history_key = None
             reasons = self._hold_reasons(now)
             snapshot = None
-            if not reasons and self.broker.want_chunk():
-                snapshot = {"frames": {c: self._frames[c][0] for c in self.p.camera_names},
-                            "state": self._state(), "instruction": self._instruction}
+            if not reasons:
+                self._remember_inputs()
+                if self.broker.want_chunk():
+                    *history, current = self._history or [self._inputs()]
+                    snapshot = {**current, "history": history}
             command_joints = self._command_joints
         if reset:
             self.broker.reset()
@@ -496,8 +520,9 @@ class _InferenceWorker(threading.Thread):
                 self._reset.clear()
                 self._call_reset()
             try:
-                obs = {"images": {c: conv.image_to_rgb(m, node.p.max_image_pixels) for c, m in snap["frames"].items()},
-                       "state": snap["state"], "instruction": snap["instruction"]}
+                for past in snap.get("history", ()):  # frames since the last chunk, oldest first
+                    node.policy.observe(self._observation(past))
+                obs = self._observation(snap)
                 t0 = time.perf_counter()
                 out = node.policy.infer(obs)
                 latency_ms = (time.perf_counter() - t0) * 1e3
@@ -506,6 +531,10 @@ class _InferenceWorker(threading.Thread):
                 node.on_inference_error(token, e)
                 continue
             node.on_chunk(token, out, actions, obs, latency_ms)
+
+    def _observation(self, snap: dict[str, Any]) -> dict[str, Any]:
+        return {"images": {c: conv.image_to_rgb(m, self.node.p.max_image_pixels) for c, m in snap["frames"].items()},
+                "state": snap["state"], "instruction": snap["instruction"]}
 
     def _call_reset(self) -> None:
         try:

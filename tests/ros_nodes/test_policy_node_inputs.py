@@ -26,13 +26,13 @@ STATE = np.array([0.4, 0.0, 0.2, 3.1, 0.0, 0.0, 0.04, -0.04])
 def make_node(tmp_path):
     made = []
 
-    def make(**params):
+    def make(policy=None, **params):
         context = Context()
         rclpy.init(context=context, domain_id=isolated_domain_id())
         path = write_params_file(tmp_path / "policy_node.yaml", "policy_node",
                                  {"policy": "ros_nodes.testing:slow_fake_policy", **params})
         try:
-            node = PolicyNode(cli_args=["--ros-args", "--params-file", str(path)], context=context)
+            node = PolicyNode(cli_args=["--ros-args", "--params-file", str(path)], context=context, policy=policy)
         except BaseException:
             context.try_shutdown()
             raise
@@ -138,3 +138,47 @@ def test_joint_mode_starts_from_the_measured_position(make_node):
 def test_bad_parameter_is_a_clear_start_up_error(make_node):
     with pytest.raises(ParamError, match=r"invalid parameter 'control_rate_hz' = 0.0: in \(0, 1000\]"):
         make_node(control_rate_hz=0.0)
+
+
+class _HistoryPolicy:
+    """Conditions on its last 3 frames, like lerobot Diffusion with n_obs_steps=3; records the frame
+    numbers (pixel value) each chunk was computed from."""
+
+    n_obs_steps = 3
+    n_action_steps = 4
+
+    def __init__(self):
+        self.seen: list[int] = []
+        self.chunks_from: list[list[int]] = []
+
+    def reset(self):
+        self.seen.clear()
+
+    def observe(self, obs):
+        self.seen.append(int(obs["images"]["agentview"][0, 0, 0]))
+
+    def infer(self, obs):
+        self.observe(obs)
+        self.chunks_from.append(self.seen[-3:])
+        return {"actions": np.zeros((8, 7), np.float32)}
+
+
+def test_history_policy_sees_consecutive_frames_not_one_per_chunk(make_node):
+    """As in `vla eval`, a policy with an observation history gets the frames between chunks: each
+    chunk is computed from the 3 newest camera frames, not from frames a chunk apart."""
+    policy = _HistoryPolicy()
+    node, _ = make_node(policy=policy, instruction=INSTRUCTION, replan_remaining=2)
+    for frame in range(1, 41):
+        image = conv.rgb_to_image(np.full((48, 64, 3), frame, np.uint8), Time(sec=frame), "cam")
+        for cam in node.p.camera_names:
+            node._on_image(cam, image)
+        node._on_pose(conv.pose_from_state(STATE, Time(), "world"))
+        node._on_joint_state(conv.joint_state(("left_finger", "right_finger"), (0.04, -0.04), Time()))
+        node._on_control_tick()
+        time.sleep(0.01)
+    deadline = time.monotonic() + 5
+    while len(policy.chunks_from) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(policy.chunks_from) >= 4, policy.chunks_from
+    for frames in policy.chunks_from[1:]:  # the first chunk is at frame 1: no past yet
+        assert frames == [frames[-1] - 2, frames[-1] - 1, frames[-1]], policy.chunks_from
