@@ -35,7 +35,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import json
@@ -127,30 +126,6 @@ def plain_dict(value: Any) -> dict:
     return dict(OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
 
 
-def _select_tasks(requested: Any, available: list[str]) -> list[str]:
-    if requested in (None, "all"):
-        return list(available)
-    if isinstance(requested, str):
-        requested = [t.strip() for t in requested.split(",") if t.strip()]
-    tasks = []
-    for t in requested:  # ints index the env's task list, as in the env configs' own `tasks:`
-        if isinstance(t, int) and not isinstance(t, bool):
-            if not 0 <= t < len(available):
-                raise ValueError(
-                    f"task index {t} out of range 0..{len(available) - 1}. Valid tasks: {', '.join(available)}"
-                )
-            t = available[t]
-        tasks.append(str(t))
-    for task in tasks:
-        if task not in available:
-            close = difflib.get_close_matches(task, available, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ValueError(f"unknown task '{task}'.{hint} Valid tasks for this env: {', '.join(available)}")
-    if len(set(tasks)) != len(tasks):
-        raise ValueError(f"tasks lists a task twice: {tasks}")
-    return tasks
-
-
 def _env_fps(env_cfg: DictConfig) -> int:
     """The env config's ``fps``; else the env's ``metadata["render_fps"]`` (builds one env, no cameras)."""
     if env_cfg.get("fps") is not None:
@@ -169,7 +144,7 @@ def _env_fps(env_cfg: DictConfig) -> int:
 
 def make_plan(cfg: DictConfig) -> CollectPlan:
     """Validate the composed config into a plan; every error names the bad value and the choices."""
-    from sim.factory import SUITES, task_names
+    from sim.factory import SUITES, select_tasks, task_names
 
     env_cfg = cfg.env
     suite = env_cfg.get("suite")
@@ -182,7 +157,7 @@ def make_plan(cfg: DictConfig) -> CollectPlan:
     plan = CollectPlan(
         env_cfg=OmegaConf.to_container(env_cfg, resolve=True),
         env_name=str(suite),
-        tasks=_select_tasks(cfg.get("tasks"), task_names(env_cfg)),
+        tasks=select_tasks(cfg.get("tasks"), task_names(env_cfg)),
         episodes_per_task=n,
         max_attempts_per_task=int(cfg.max_attempts_per_task or 2 * n + 10),
         workers=int(cfg.workers),

@@ -10,6 +10,7 @@ so collectors, evaluators and benchmarks never branch on the simulator.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from types import ModuleType
 from typing import Any
@@ -35,6 +36,35 @@ def suite_module(env_cfg: Any) -> ModuleType:
 
 def task_names(env_cfg: Any) -> list[str]:
     return suite_module(env_cfg).task_names(env_cfg)
+
+
+def select_tasks(requested: Any, available: list[str]) -> list[str]:
+    """The `tasks=` selection of a command: "all"/None, a comma-separated string, a name, an index
+    into ``available`` (as in the env configs' own `tasks:`), or a list of names/indices. Unknown
+    names, out-of-range indices and duplicates are errors that list the valid tasks."""
+    if requested in (None, "all"):
+        return list(available)
+    if isinstance(requested, str):
+        requested = [t.strip() for t in requested.split(",") if t.strip()]
+    elif isinstance(requested, int):
+        requested = [requested]
+    tasks = []
+    for t in requested:
+        if isinstance(t, int) and not isinstance(t, bool):
+            if not 0 <= t < len(available):
+                raise ValueError(
+                    f"task index {t} out of range 0..{len(available) - 1}. Valid tasks: {', '.join(available)}"
+                )
+            t = available[t]
+        tasks.append(str(t))
+    for task in tasks:
+        if task not in available:
+            close = difflib.get_close_matches(task, available, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"unknown task '{task}'.{hint} Valid tasks for this env: {', '.join(available)}")
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"tasks lists a task twice: {tasks}")
+    return tasks
 
 
 def make_env(env_cfg: Any, task: str, cameras: bool = True) -> gym.Env:

@@ -32,7 +32,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import math
@@ -108,24 +107,10 @@ class EvalPlan:
         return [(task, i) for task in self.tasks for i in range(self.episodes)]
 
 
-def _select_tasks(requested: Any, available: list[str]) -> list[str]:
-    if requested in (None, "all"):
-        return list(available)
-    if isinstance(requested, (str, int)):
-        requested = [t.strip() for t in str(requested).split(",") if t.strip()]
-    tasks = [str(t) for t in requested]
-    for task in tasks:
-        if task not in available:
-            close = difflib.get_close_matches(task, available, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ValueError(f"unknown task '{task}'.{hint} Valid tasks for this env: {', '.join(available)}")
-    return list(dict.fromkeys(tasks))
-
-
 def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
     """Check the composed config; every error names the bad value and what is valid."""
     from sim.collect import plain_dict
-    from sim.factory import SUITES, task_names
+    from sim.factory import SUITES, select_tasks, task_names
 
     env_cfg = OmegaConf.create(OmegaConf.to_container(cfg.env, resolve=True))
     if env_cfg.get("suite") not in SUITES:
@@ -136,7 +121,7 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
     if requested is None:
         requested = task_names(env_cfg)  # tasks=null: the env config's selection (env.tasks=[...])
     env_cfg.tasks = "all"  # the task list below is the selection; validate names against the suite
-    tasks = _select_tasks(requested, task_names(env_cfg))
+    tasks = select_tasks(requested, task_names(env_cfg))
     checkpoint = str(cfg.checkpoint)
     if checkpoint not in BASELINES:
         from vla.runtime import VLA_TYPE, checkpoint_type

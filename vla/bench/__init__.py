@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import shlex
@@ -206,10 +205,9 @@ def overlay_video(cfg: DictConfig, env_cfg: dict, task: str, p: M.Prepared, out:
 # The command
 # --------------------------------------------------------------------------------------------------
 def _tasks(cfg: DictConfig, env_cfg: dict) -> list[str]:
-    from sim.factory import task_names
-    from vla.evaluate import _select_tasks
+    from sim.factory import select_tasks, task_names
 
-    return _select_tasks(cfg.get("tasks"), task_names(OmegaConf.create({**env_cfg, "tasks": "all"})))
+    return select_tasks(cfg.get("tasks"), task_names(OmegaConf.create({**env_cfg, "tasks": "all"})))
 
 
 def run_bench(cfg: DictConfig, out: str | Path, command: str | None = None) -> dict[str, Any]:
