@@ -54,18 +54,17 @@ sysdeps:
 
 install: $(STAMP) sysdeps
 
-# The main job: the trained cpu + compressor_vla checkpoint committed in checkpoints/ (trained here
-# with `vla train`; checkpoints/README.md has the commands that reproduce it) in closed loop, on the
-# layout its demos were recorded on and on held-out layouts. Success tables, videos, reports.
-DEMO_CKPT := checkpoints/push_red_left_cvla
-DEMO_EVAL := $(VLA) eval checkpoint=$(DEMO_CKPT) env=tabletop 'tasks=[push_red_left]' num_envs=2 threads=1
+# The main job: policies this project trained with `vla train` and committed in checkpoints/
+# (checkpoints/README.md has the commands that reproduce them), in closed loop with `vla eval`:
+# the cpu + compressor_vla one-layout specialist on its layout, then the tiny + compressor_vla
+# policy trained on 400 layouts on held-out layouts it never saw. Success tables, videos, reports.
+DEMO_EVAL := $(VLA) eval env=tabletop 'tasks=[push_red_left]' num_envs=2 threads=1
 demo: install
-	@echo "== $(DEMO_CKPT): a cpu + compressor_vla policy trained by this project (checkpoints/README.md) =="
-	@echo "== 1/2: the layout it was trained on (train split, layout 0) =="
-	$(DEMO_EVAL) env.num_layouts=1 split=train episodes=6 hydra.run.dir=outputs/demo/train_layout
-	@echo "== 2/2: held-out layouts (generalisation; see README 'Trained policies') =="
-	$(DEMO_EVAL) split=heldout episodes=6 hydra.run.dir=outputs/demo/heldout_layouts
-	@echo "demo results: outputs/demo/train_layout/eval.md, outputs/demo/heldout_layouts/eval.md (videos/ beside them)"
+	@echo "== 1/2: checkpoints/push_red_left_cvla (cpu model + compressor_vla, trained on ONE layout) on that layout =="
+	$(DEMO_EVAL) checkpoint=checkpoints/push_red_left_cvla env.num_layouts=1 split=train episodes=6 hydra.run.dir=outputs/demo/cpu_specialist_train_layout
+	@echo "== 2/2: checkpoints/push_red_left_tiny_cvla (tiny model + compressor_vla, trained on 400 layouts) on 10 held-out layouts =="
+	$(DEMO_EVAL) checkpoint=checkpoints/push_red_left_tiny_cvla split=heldout episodes=10 hydra.run.dir=outputs/demo/tiny_heldout_layouts
+	@echo "demo results: outputs/demo/cpu_specialist_train_layout/eval.md, outputs/demo/tiny_heldout_layouts/eval.md (videos/ beside them)"
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
