@@ -1,8 +1,8 @@
 """Software in the loop: `vla ros bringup` (sim bridge + policy node in one process, real DDS)
 runs a tabletop episode to success; this test listens to /vla/episode_success from its own DDS
-participant. The policy is a parameter of the test: the checkpoint this project trained and
-committed (checkpoints/README.md: a one-layout push specialist, evaluated on its training layout:
-this tests the deployment loop, `vla eval` measures generalisation) and the expert test double."""
+participant. The policy is a parameter of the test: the checkpoints this project trained and
+committed (checkpoints/README.md: a one-layout push specialist on its training layout, and the
+400-layout push policy on a held-out layout) and the expert test double."""
 
 import json
 import os
@@ -24,6 +24,12 @@ POLICIES = {  # bringup overrides, task
                             f"policy_node.ros__parameters.checkpoint={CHECKPOINT}",
                             # re-plan after 8 of its 16 actions, as it was evaluated (n_action_steps)
                             "policy_node.ros__parameters.replan_remaining=8"], "push_red_left"),
+    # trained on 400 train layouts; here on held-out layout 0, which it never saw
+    "trained-generalist-heldout-layout": (
+        ["policy_node.ros__parameters.policy=checkpoint",
+         f"policy_node.ros__parameters.checkpoint={CHECKPOINT.parent / 'push_red_left_tiny_cvla'}",
+         "policy_node.ros__parameters.replan_remaining=4",  # its n_action_steps (4 of 8)
+         'sim_bridge_node.ros__parameters.env_overrides="split=heldout"'], "push_red_left"),
     "expert-test-double": (["policy_node.ros__parameters.policy=ros_nodes.testing:expert_policy"],
                            "place_red_on_blue_plate"),
 }
