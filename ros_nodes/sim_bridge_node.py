@@ -82,6 +82,7 @@ class SimBridgeNode(Node):
         self.obs: dict | None = None
         self.instruction = ""
         self.episode_index = p.episode_index - 1
+        self._reset_options: dict = {}  # of the current episode
         self.running = False
         self.steps = 0
         self.results: list[dict] = []
@@ -191,6 +192,7 @@ class SimBridgeNode(Node):
                 self.env = self.factory.make_env(self.env_cfg, task, cameras=True)
             self.episode_index += 1
             options = self.factory.reset_options(self.env_cfg, task, self.episode_index)
+            self._reset_options = dict(options)  # recorded with the result: which layout / init state
             self.obs, info = self.env.reset(options=options)
             base = self.env.unwrapped
             self.instruction = str(getattr(base, "task_description", info.get("task", "")))
@@ -218,7 +220,8 @@ class SimBridgeNode(Node):
             if done:
                 self.running = False
                 result = {"episode": self.episode_index, "task": self.task, "success": bool(info.get("is_success")),
-                          "steps": self.steps, "wall_s": round(time.monotonic() - self._episode_t0, 3)}
+                          "steps": self.steps, "wall_s": round(time.monotonic() - self._episode_t0, 3),
+                          "reset_options": self._reset_options}
                 self.results.append(result)
         self._publish_obs()
         if done:

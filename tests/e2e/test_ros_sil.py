@@ -75,6 +75,8 @@ def test_sil_episode_succeeds(policy, task, tmp_path):
         print(f"attempt {attempt}: episode {episode}; policy node: {summary['policy_node']}; "
               f"{elapsed:.1f} s with start-up")
         assert outcomes == [episode["success"]]  # what the bridge published on /vla/episode_success
+        if any("split=heldout" in arg for arg in policy):
+            assert episode["reset_options"] == {"layout": 0, "split": "heldout"}  # a layout never trained on
         assert summary["policy_node"]["commands"] >= episode["steps"] * 0.8  # the sim ran on ROS commands
         if episode["success"]:
             break
