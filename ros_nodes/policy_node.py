@@ -303,8 +303,10 @@ class PolicyNode(Node):
 
     def _remember_inputs(self) -> None:
         """Append the current inputs to the history once per new camera frame (caller holds self._lock)."""
+        if not self._history.maxlen:
+            return  # the policy keeps no history: nothing to do on this 30 Hz path
         key = tuple(self._frames[c][1] for c in self.p.camera_names)
-        if self._history.maxlen and key != self._history_key:
+        if key != self._history_key:
             self._history_key = key
             self._history.append(self._inputs())
 
