@@ -242,10 +242,17 @@ def quat2axisangle(quat: np.ndarray) -> np.ndarray:
 
 
 def _speed_up_rendering(sim: Any) -> None:
-    """Shadows, reflections and the skybox dominate software (llvmpipe) rendering time and carry no
-    task information: switch them off in the offscreen scene (~2.5x more steps/s)."""
+    """Shadows, reflections, the skybox and 4x multisampling dominate software (llvmpipe) rendering
+    time and carry no task information: switch them off in the offscreen scene (~2.5x more steps/s
+    from the flags, then ~2x less time per camera without multisampling). The sample count is
+    fixed when the GL context's buffers are made, so those are rebuilt."""
     import mujoco
 
     ctx = sim._render_context_offscreen
     for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
         ctx.scn.flags[flag] = 0
+    if sim.model._model.vis.quality.offsamples != 0:
+        sim.model._model.vis.quality.offsamples = 0
+        ctx.gl_ctx.make_current()
+        ctx.con.free()
+        ctx._set_mujoco_context_and_buffers()
