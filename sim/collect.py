@@ -26,8 +26,9 @@
   ledger ``<root>/meta/vla_episodes.jsonl`` maps each dataset episode to (task, episode index).
 * Throughput: workers simulate + stage in parallel; the single writer encodes (~1 s per 40-frame
   2x128x128 episode on 2 busy cores). Measured on 2 cores shared with other jobs (load ~8):
-  tabletop 45 kept episodes/min with workers=1, 51 with workers=2 (writer-bound); LIBERO-Spatial
-  1.2 / 1.7 episodes/min (simulation-bound: ~50 s per episode, so workers are what scales).
+  tabletop 45 kept episodes/min with workers=1, 51 with workers=2 (writer-bound). LIBERO-Spatial on
+  the 2 cores alone: 11.4 kept episodes/min with workers=2 (400 episodes of ~100 steps in 33 min;
+  simulation + rendering-bound, so workers are what scales).
 * Outputs: the dataset, and in the Hydra run dir and ``<root>/meta/``: ``vla_summary.json|md``
   (episodes/frames per task, instructions, expert success rate, fps, features) and one sample
   rollout MP4 per task (its first kept episode, cameras side by side, instruction on every frame).

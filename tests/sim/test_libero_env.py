@@ -73,6 +73,23 @@ def test_images_are_upright(env):
             assert err_upright < 0.5 * err_flipped, (cam, err_upright, err_flipped)
 
 
+def test_offscreen_rendering_is_set_up_for_speed(env):
+    """Software rendering cost: shadows/reflections/skybox off and no multisampling (the GL buffers
+    were rebuilt for it, so a camera image still renders, not a blank or stale buffer)."""
+    import mujoco
+
+    scene_flags = env.sim._render_context_offscreen.scn.flags
+    assert not any(scene_flags[f] for f in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
+                                            mujoco.mjtRndFlag.mjRND_SKYBOX))
+    assert env.sim.model._model.vis.quality.offsamples == 0
+    first, _ = env.reset(options={"init_state": 0})
+    second, _ = env.reset(options={"init_state": 5})
+    for cam in vspaces.CAMERAS:
+        assert first["pixels"][cam].std() > 5
+    # A different layout renders a different agentview image (the buffers are live, not frozen).
+    assert np.abs(first["pixels"]["agentview"].astype(int) - second["pixels"]["agentview"]).mean() > 1
+
+
 def test_step_truncates_at_max_episode_steps(env):
     env.reset(options={"init_state": 0})
     saved, env.max_episode_steps = env.max_episode_steps, 2
