@@ -15,21 +15,26 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+TABLETOP_PUSH = ["env=tabletop", "tasks=[push_red_left]"]
+
+
 @pytest.mark.parametrize("checkpoint, scene, episodes, at_least", [
     # measured 9/10 (20 episodes: 18/20): trained on 400 train layouts, evaluated on held-out ones
-    ("push_red_left_tiny_cvla", ["split=heldout"], 10, 8),
+    ("push_red_left_tiny_cvla", [*TABLETOP_PUSH, "split=heldout"], 10, 8),
     # measured 6/6: the one-layout specialist on its own layout
-    ("push_red_left_cvla", ["env.num_layouts=1", "split=train"], 6, 5),
+    ("push_red_left_cvla", [*TABLETOP_PUSH, "env.num_layouts=1", "split=train"], 6, 5),
+    # measured 4/10 (100 episodes, init states 40-49: 34/100): trained on init states 0-39 of every
+    # LIBERO-Spatial task; here init state 40 of each task
+    ("libero_spatial_tiny_cvla", ["env=libero_spatial", "env.init_states=[40]"], 1, 3),
 ])
 def test_committed_checkpoint_succeeds(checkpoint, scene, episodes, at_least, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "vla.cli", "eval", f"checkpoint={ROOT / 'checkpoints' / checkpoint}", "env=tabletop",
-         "tasks=[push_red_left]", *scene, f"episodes={episodes}", "num_envs=2", "threads=1", "video=false",
-         f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "-m", "vla.cli", "eval", f"checkpoint={ROOT / 'checkpoints' / checkpoint}", *scene,
+         f"episodes={episodes}", "num_envs=2", "threads=1", "video=false", f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "MUJOCO_GL": "egl"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "eval.json").read_text())
     successes = sum(bool(e["success"]) for e in report["episodes"])
-    assert len(report["episodes"]) == episodes
-    assert successes >= at_least, f"{checkpoint}: {successes}/{episodes} successes, expected >= {at_least}"
+    assert len(report["episodes"]) == episodes * len(report["tasks"])
+    assert successes >= at_least, f"{checkpoint}: {successes}/{len(report['episodes'])} successes, expected >= {at_least}"
