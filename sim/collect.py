@@ -27,7 +27,7 @@
 * Throughput: workers simulate + stage in parallel; the single writer encodes (~1 s per 40-frame
   2x128x128 episode on 2 busy cores). Measured on 2 cores shared with other jobs (load ~8):
   tabletop 45 kept episodes/min with workers=1, 51 with workers=2 (writer-bound). LIBERO-Spatial on
-  the 2 cores alone: 11.4 kept episodes/min with workers=2 (400 episodes of ~100 steps in 33 min;
+  the 2 cores alone: 11.4 kept episodes/min with workers=2 (370 episodes of ~100 steps in 32 min;
   simulation + rendering-bound, so workers are what scales).
 * Outputs: the dataset, and in the Hydra run dir and ``<root>/meta/``: ``vla_summary.json|md``
   (episodes/frames per task, instructions, expert success rate, fps, features) and one sample
