@@ -107,6 +107,22 @@ def test_a_killed_finetune_resumes_with_the_init_checkpoint_architecture(dataset
     assert resumed.start_step == 2 and resumed.end_step == 4  # continued, not restarted
 
 
+def test_finetune_with_checkpoint_stats_warns_when_the_data_does_not_fit_them(tmp_path, caplog):
+    """finetune_stats=checkpoint on data spread far wider than the checkpoint's: a warning naming the
+    dimensions and the way out; on data like the checkpoint's own: no warning."""
+    narrow = write_dataset(tmp_path / "narrow", action_scale=0.05)
+    base = train(small_run(narrow, tmp_path / "base", "train.steps=1")).checkpoint
+    wide = write_dataset(tmp_path / "wide", action_scale=1.0)
+    for data, expect_warning in ((narrow, False), (wide, True)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="vla.training.build"):
+            train(small_run(data, tmp_path / f"ft_{data.name}", f"init_from={base}", "finetune_stats=checkpoint",
+                            "train.steps=1"))
+        warned = [r.getMessage() for r in caplog.records if "finetune_stats=checkpoint" in r.getMessage()]
+        assert bool(warned) == expect_warning, warned
+    assert "'action' dims [0, 1, 2, 3, 4, 5, 6]" in warned[0] and "finetune_stats=dataset" in warned[0]
+
+
 @pytest.mark.parametrize(
     "overrides, error, match",
     [

@@ -41,8 +41,9 @@ def small_run(dataset: Path, out: Path, *overrides: str):
 
 
 def write_dataset(root: Path, state_dim: int = 8, action_dim: int = 7, cameras=("agentview", "wrist"),
-                  episodes: int = 2, length: int = 12, size: int = 32) -> Path:
-    """A small synthetic LeRobot v3.0 dataset (PNG image features: no video encoder needed)."""
+                  episodes: int = 2, length: int = 12, size: int = 32, action_scale: float = 1.0) -> Path:
+    """A small synthetic LeRobot v3.0 dataset (PNG image features: no video encoder needed);
+    actions uniform in [-action_scale, action_scale]."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     names = ["height", "width", "channels"]
@@ -59,7 +60,7 @@ def write_dataset(root: Path, state_dim: int = 8, action_dim: int = 7, cameras=(
                 f"observation.images.{cam}": rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for cam in cameras
             }
             frame["observation.state"] = rng.standard_normal(state_dim).astype(np.float32)
-            frame["action"] = rng.uniform(-1, 1, action_dim).astype(np.float32)
+            frame["action"] = rng.uniform(-action_scale, action_scale, action_dim).astype(np.float32)
             frame["task"] = "put the red cube on the blue plate"
             ds.add_frame(frame)
         ds.save_episode()
