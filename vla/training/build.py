@@ -83,7 +83,7 @@ def load_policy(path: str | Path, s: TrainSettings, meta, *, resume: bool):
     pre, post = ckpt.preprocessor, ckpt.postprocessor
     if not keep_stats:
         pre, post = _processors_with_stats(path, config, meta.stats, s.device)
-    elif not resume:
+    elif not resume:  # a fine-tune keeping the checkpoint's stats: say when the new data does not fit them
         for line in normalization_mismatch(_normalizer_stats(pre), meta.stats):
             logger.warning("finetune_stats=checkpoint: %s; finetune_stats=dataset re-normalises with this dataset", line)
     policy.train()
@@ -103,9 +103,9 @@ def normalization_mismatch(ckpt_stats: dict, data_stats: dict, keys=("action", "
         c_std = np.maximum(c_std, 1e-8)
         bad = np.flatnonzero((d_std / c_std > limit) | (np.abs(d_mean - c_mean) / c_std > limit))
         if bad.size:
-            fmt = lambda a: "[" + ", ".join(f"{a[i]:.3g}" for i in bad) + "]"  # noqa: E731
-            lines.append(f"'{key}' dims {bad.tolist()}: dataset std {fmt(d_std)} mean {fmt(d_mean)}, "
-                         f"checkpoint std {fmt(c_std)} mean {fmt(c_mean)}")
+            d_std, d_mean, c_std, c_mean = (np.round(a[bad], 3).tolist() for a in (d_std, d_mean, c_std, c_mean))
+            lines.append(f"'{key}' dims {bad.tolist()}: dataset std {d_std} mean {d_mean}, "
+                         f"checkpoint std {c_std} mean {c_mean}")
     return lines
 
 
