@@ -67,6 +67,55 @@ def build_vision_tower(cfg: VisionConfig, path: str | None = None) -> nn.Module:
     return SiglipVisionModel(hf)
 
 
+class VisionFiLM(nn.Module):
+    """Instruction FiLM inside a SigLIP tower: ``x <- (1 + gamma) * x + beta`` per channel.
+
+    Applied to the patch embeddings and to the output of every encoder layer (``num_layers + 1``
+    points), with (gamma, beta) predicted from the pooled instruction. Why: a tower trained from
+    scratch sees every object alike, and the LM must then find "the red cube" among 100+ visual
+    tokens by attention alone; modulating the tower lets the instruction pick the features early
+    (RT-1, BC-Z). The last layer starts at zero, so a new model starts as the unconditioned tower.
+    """
+
+    def __init__(self, instruction_dim: int, dim: int, num_layers: int) -> None:
+        super().__init__()
+        self.dim, self.points = dim, num_layers + 1
+        self.net = nn.Sequential(
+            nn.Linear(instruction_dim, instruction_dim), nn.GELU(), nn.Linear(instruction_dim, 2 * self.points * dim)
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """[B, instruction_dim] -> [B, points, 2, dim] (gamma - 1, beta)."""
+        return self.net(pooled).view(-1, self.points, 2, self.dim)
+
+    @contextmanager
+    def applied(self, tower: nn.Module, params: torch.Tensor):
+        """Within the block, ``tower`` runs modulated by ``params`` [B_images, points, 2, dim]."""
+        vm = tower.vision_model
+        modules = [vm.embeddings, *vm.encoder.layers]
+        if len(modules) != self.points:
+            raise ValueError(f"VisionFiLM was built for {self.points - 1} tower layers, the tower has {len(modules) - 1}")
+
+        def hook_for(i: int):
+            gamma, beta = 1.0 + params[:, i, 0, None, :], params[:, i, 1, None, :]
+
+            def hook(_module, _inputs, output):
+                if isinstance(output, tuple):  # older transformers return (hidden, ...) from a layer
+                    return (gamma * output[0] + beta, *output[1:])
+                return gamma * output + beta
+
+            return hook
+
+        handles = [m.register_forward_hook(hook_for(i)) for i, m in enumerate(modules)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+
 # --------------------------------------------------------------------------------------------------
 # Language backbone
 # --------------------------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ class VisionConfig:
         image_size: square input size in pixels; the processor resizes every camera to it.
         patch_size: patch size; each camera yields an (image_size/patch_size)^2 token grid.
         hidden_size, num_layers, num_heads, intermediate_size: transformer dims.
+        film: condition the tower on the instruction (FiLM after the patch embedding and after
+            every layer, as RT-1 and BC-Z do). For towers trained from scratch, which otherwise
+            must learn to find the named object from pixels alone (``policies/backbone.VisionFiLM``).
     """
 
     image_size: int = 128
@@ -50,6 +53,7 @@ class VisionConfig:
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 512
+    film: bool = False
 
     @property
     def grid(self) -> tuple[int, int]:

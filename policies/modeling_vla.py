@@ -31,7 +31,7 @@ import hashlib
 import inspect
 import json
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from lerobot.configs import PreTrainedConfig
 from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
 from policies.action_heads import build_action_head
-from policies.backbone import LanguageBackbone, build_vision_tower, use_eager_attention
+from policies.backbone import LanguageBackbone, VisionFiLM, build_vision_tower, use_eager_attention
 from policies.configuration_vla import VLAConfig
 
 
@@ -299,35 +299,47 @@ class VLAModel(nn.Module):
         if per_cam < 1:
             raise ValueError(f"compressor '{config.compressor.name}' keeps {per_cam} tokens per camera; need >= 1")
         self.instr_to_visual = nn.Linear(dl, dv)
+        self.vision_film = VisionFiLM(dl, dv, config.vision.num_layers) if config.vision.film else None
         self.projector = nn.Sequential(nn.Linear(dv, dl), nn.GELU(), nn.Linear(dl, dl))
         self.state_proj = nn.Linear(config.state_dim, dl)
         self.queries = nn.Parameter(torch.randn(config.n_queries, dl) * 0.02)
         self.head = build_action_head(config.head, dl, config.chunk_size, config.action_dim)
 
     # --- stages ----------------------------------------------------------------------------------
-    def encode_images(self, images: Tensor) -> tuple[list[Tensor], list[Tensor] | None]:
+    def encode_images(
+        self, images: Tensor, instruction_pooled: Tensor | None = None
+    ) -> tuple[list[Tensor], list[Tensor] | None]:
         """[B, C, 3, H, W] in [0, 1] -> (per camera [B, N, Dv] + camera embedding, saliency or None).
 
         Saliency (only when the compressor wants it) = attention each token receives in the tower's
-        last layer, averaged over heads and query tokens, per camera [B, N].
+        last layer, averaged over heads and query tokens, per camera [B, N]. ``instruction_pooled``
+        [B, Dl] drives the tower's FiLM when the config asks for it (``vision.film``).
         """
         b, c = images.shape[:2]
         pixels = images.flatten(0, 1) * 2.0 - 1.0  # SigLIP normalisation (mean = std = 0.5)
+        film = nullcontext()
+        if self.vision_film is not None:
+            if instruction_pooled is None:
+                raise ValueError("vision.film=true: encode_images needs the pooled instruction")
+            params = self.vision_film(instruction_pooled).repeat_interleave(c, dim=0)  # one per image
+            film = self.vision_film.applied(self.vision, params)
         saliency = None
-        if self.wants_vision_attention:
-            tokens, probs = _run_capturing_last_attention(self.vision, pixels)
-            saliency = list(probs.mean(dim=(1, 2)).unflatten(0, (b, c)).unbind(1))
-        else:
-            tokens = self.vision(pixel_values=pixels).last_hidden_state  # [B*C, N, Dv]
+        with film:
+            if self.wants_vision_attention:
+                tokens, probs = _run_capturing_last_attention(self.vision, pixels)
+                saliency = list(probs.mean(dim=(1, 2)).unflatten(0, (b, c)).unbind(1))
+            else:
+                tokens = self.vision(pixel_values=pixels).last_hidden_state  # [B*C, N, Dv]
         tokens = tokens.unflatten(0, (b, c)) + self.camera_embed[None, :, None, :]
         return list(tokens.unbind(1)), saliency
 
-    def instruction(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, InstructionContext]:
+    def instruction(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, InstructionContext]:
+        """(token embeddings [B, T, Dl], their masked mean [B, Dl], the compressor's context)."""
         embeds = self.backbone.embed_tokens(ids)  # [B, T, Dl]
         m = mask.unsqueeze(-1).to(embeds.dtype)
         pooled = (embeds * m).sum(1) / m.sum(1).clamp(min=1.0)
         ctx = InstructionContext(pooled=self.instr_to_visual(pooled), tokens=self.instr_to_visual(embeds), mask=mask)
-        return embeds, ctx
+        return embeds, pooled, ctx
 
     def compress(
         self, per_camera: list[Tensor], ctx: InstructionContext, saliency: list[Tensor] | None = None
@@ -345,10 +357,11 @@ class VLAModel(nn.Module):
 
     def encode(self, inputs: dict[str, Tensor], stage=_no_stage) -> tuple[Tensor, dict]:
         """Everything up to the action head: (query outputs [B, Q, Dl], info)."""
+        with stage("compressor"):  # first: the vision FiLM (if any) reads it too; cheap
+            instr, pooled, ctx = self.instruction(inputs["tokens"], inputs["token_mask"])
         with stage("vision"):
-            per_camera, saliency = self.encode_images(inputs["images"])
+            per_camera, saliency = self.encode_images(inputs["images"], pooled)
         with stage("compressor"):
-            instr, ctx = self.instruction(inputs["tokens"], inputs["token_mask"])
             visual, kept = self.compress(per_camera, ctx, saliency)
         with stage("backbone"):
             b, nv, t = visual.shape[0], visual.shape[1], instr.shape[1]

@@ -188,3 +188,27 @@ def test_local_pretrained_parts_are_loaded_and_adopted(tmp_path):
     assert torch.isfinite(policy.predict_action_chunk(fake_batch(cfg, with_action=False))).all()
     with pytest.raises(FileNotFoundError, match="not a local model directory"):
         VLAPolicy(tiny_config(backbone_path=str(tmp_path / "nope")))
+
+
+def test_vision_film_starts_as_the_plain_tower_then_makes_visual_tokens_read_the_instruction():
+    """``vision.film``: identity at init (zero last layer), trained by the loss, instruction-dependent after."""
+    film_model = {**TINY, "vision": {**TINY["vision"], "film": True}}
+    plain, film = tiny_policy("compressor_vla"), tiny_policy("compressor_vla", model=film_model)
+    missing, unexpected = film.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("model.vision_film.") for k in missing)
+    batch, noise = fake_batch(film.config, with_action=False), noise_for(film.config)
+    torch.testing.assert_close(film.predict_action_chunk(batch, noise=noise), plain.predict_action_chunk(batch, noise=noise))
+
+    loss, _ = film(fake_batch(film.config))
+    loss.backward()
+    assert film.model.vision_film.net[-1].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        film.model.vision_film.net[-1].weight.normal_(std=0.1)
+    images = fake_batch(film.config)
+    images = torch.stack([images[k] for k in film.config.camera_keys], dim=1)
+    pooled = torch.randn(2, film.model.backbone.hidden_size)
+    a, _ = film.model.encode_images(images, pooled)
+    b, _ = film.model.encode_images(images, pooled.flip(0))
+    assert not torch.allclose(a[0][0], b[0][0], atol=1e-4)  # same image, other instruction -> other tokens
+    with pytest.raises(ValueError, match="pooled instruction"):
+        film.model.encode_images(images)
