@@ -37,6 +37,7 @@ COMMANDS: dict[str, Command] = {
     "teleop": Command("sim.teleop:main", "teleop", "drive the sim from the keyboard in a terminal and record a LeRobot dataset"),
     "profile": Command("vla.profiling:main", "profile", "FLOPs + per-stage latency of the policy per compressor"),
     "prune": Command("vla.prune:main", "prune", "EfficientVLA layer pruning of a checkpoint, calibrated on a dataset"),
+    "probe": Command("vla.probe:main", "probe", "does a policy read its instruction? action change per swapped instruction/word"),
 }
 
 # `vla bench <name>`: benchmarks, each with configs/bench/<name>.yaml.

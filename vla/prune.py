@@ -48,26 +48,9 @@ SYNTHETIC_INSTRUCTIONS = (
 def dataset_batches(root: str | Path, preprocessor, camera_keys: list[str], num_batches: int = 8,
                     batch_size: int = 8, seed: int = 0) -> list[dict[str, Any]]:
     """Preprocessed batches of real frames from a LeRobot dataset (seeded sample without replacement)."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-    from torch.utils.data import default_collate
+    from vla.training.data import sample_frames
 
-    from vla.training.data import check_features, load_metadata, resolve_dataset, to_float_images
-
-    if num_batches < 1 or batch_size < 1:
-        raise ValueError(f"calib_batches and calib_batch_size must be >= 1, got {num_batches} and {batch_size}")
-    source = resolve_dataset(root)
-    meta = load_metadata(source)
-    check_features(meta, list(camera_keys), where="the checkpoint")
-    dataset = LeRobotDataset(source.repo_id, root=source.root, return_uint8=True)
-    n = len(dataset)
-    total = min(n, num_batches * batch_size)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:total].tolist()
-    batches = []
-    for start in range(0, total, batch_size):
-        batch = default_collate([dataset[i] for i in order[start : start + batch_size]])
-        to_float_images(batch, list(camera_keys))
-        batches.append(preprocessor(batch))
-    return batches
+    return [preprocessor(b) for b in sample_frames(root, camera_keys, num_batches, batch_size, seed)]
 
 
 def synthetic_batches(policy, preprocessor, num_batches: int = 4, seed: int = 0) -> list[dict[str, Any]]:

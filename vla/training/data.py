@@ -131,6 +131,32 @@ def check_features(meta, camera_keys: list[str], state_dim: int | None = None, a
         )
 
 
+def sample_frames(root: str | Path, camera_keys: list[str], num_batches: int = 8, batch_size: int = 8,
+                  seed: int = 0) -> list[dict[str, Any]]:
+    """Collated batches of single frames (cameras float in [0, 1], state, ``task``), not yet preprocessed.
+
+    A seeded sample without replacement, for calibration (``vla prune``) and probing (``vla probe``).
+    """
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from torch.utils.data import default_collate
+
+    if num_batches < 1 or batch_size < 1:
+        raise ValueError(f"the number of batches and the batch size must be >= 1, got {num_batches} and {batch_size}")
+    source = resolve_dataset(root)
+    meta = load_metadata(source)
+    check_features(meta, list(camera_keys), where="the checkpoint")
+    dataset = LeRobotDataset(source.repo_id, root=source.root, return_uint8=True)
+    n = len(dataset)
+    total = min(n, num_batches * batch_size)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:total].tolist()
+    batches = []
+    for start in range(0, total, batch_size):
+        batch = default_collate([dataset[i] for i in order[start : start + batch_size]])
+        to_float_images(batch, list(camera_keys))
+        batches.append(batch)
+    return batches
+
+
 def split_episodes(num_episodes: int, val_episodes: int) -> tuple[list[int], list[int]]:
     """Train on the first episodes, hold out the last ``val_episodes`` for the validation loss."""
     if not 0 <= val_episodes < num_episodes:

@@ -1,0 +1,89 @@
+"""`vla probe` (vla/probe.py): how much a policy's actions change when its instruction is swapped."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from _policy_helpers import STATS, tiny_policy
+from vla.probe import instruction_sensitivity, single_word_change
+
+REPO = Path(__file__).resolve().parents[2]
+BOWL = ["put the red cube in the bowl", "put the green cube in the bowl", "put the yellow cube in the bowl"]
+
+
+def raw_frames(config, tasks: list[str], per_task: int = 2, seed: int = 0) -> list[dict]:
+    """One collated, not yet preprocessed batch (what `sample_frames` returns) with ``per_task`` frames per task."""
+    g = torch.Generator().manual_seed(seed)
+    n, size = per_task * len(tasks), config.vision.image_size
+    batch = {key: torch.rand(n, 3, size, size, generator=g) for key in config.camera_keys}
+    batch["observation.state"] = torch.randn(n, 8, generator=g)
+    batch["task"] = [t for t in tasks for _ in range(per_task)]
+    return [batch]
+
+
+def test_single_word_change():
+    assert single_word_change(BOWL[0], BOWL[1]) == ("red", "green")
+    assert single_word_change(BOWL[0], BOWL[0]) is None
+    assert single_word_change(BOWL[0], "push the red cube to the left") is None
+    assert single_word_change("stack the red cube on the green cube", "stack the green cube on the red cube") is None
+
+
+def test_a_word_the_policy_cannot_tell_apart_measures_zero_and_the_others_do_not():
+    """Give "green" the embedding of "red": red<->green swaps must not move the actions, red<->yellow must."""
+    from policies.processor_vla import make_vla_pre_post_processors
+
+    policy = tiny_policy("compressor_vla")
+    pre, _ = make_vla_pre_post_processors(policy.config, dataset_stats=STATS)
+    ids = {w: int(pre({**raw_frames(policy.config, [f"{w}"], 1)[0]})["observation.language.tokens"][0, 0])
+           for w in ("red", "green", "yellow")}
+    with torch.no_grad():
+        emb = policy.model.backbone.lm.embed_tokens.weight
+        emb[ids["green"]] = emb[ids["red"]]
+        emb[ids["yellow"]] = emb[ids["red"]] + 0.5  # clearly different
+    report = instruction_sensitivity(policy, pre, raw_frames(policy.config, BOWL), BOWL)
+    assert report["frames"] == 6 and len(report["pairs"]) == 6
+    words = report["one_word_changes"]
+    assert words["red -> green"]["sensitivity"] == 0.0 and words["green -> red"]["sensitivity"] == 0.0
+    assert words["red -> yellow"]["sensitivity"] > 1e-3 and words["yellow -> green"]["sensitivity"] > 1e-3
+    assert report["mean_other_pairs"] is None  # every pair here differs in one word
+
+
+def test_probe_needs_two_instructions():
+    from policies.processor_vla import make_vla_pre_post_processors
+
+    policy = tiny_policy("none")
+    pre, _ = make_vla_pre_post_processors(policy.config, dataset_stats=STATS)
+    with pytest.raises(ValueError, match="at least 2 task instructions"):
+        instruction_sensitivity(policy, pre, raw_frames(policy.config, BOWL[:1]), BOWL[:1])
+
+
+def test_vla_probe_cli_on_a_recorded_dataset(tmp_path, tabletop_dataset):
+    """As a user runs it: a checkpoint + a `vla collect` dataset -> Markdown, JSON, heatmap, reproduce command."""
+    from policies.processor_vla import make_vla_pre_post_processors
+    from vla.checkpoint import save_checkpoint
+
+    policy = tiny_policy("compressor_vla")
+    pre, post = make_vla_pre_post_processors(policy.config, dataset_stats=STATS)
+    save_checkpoint(tmp_path / "ckpt", policy, pre, post)
+    out = tmp_path / "probe"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vla.cli", "probe", f"checkpoint={tmp_path / 'ckpt'}", f"dataset={tabletop_dataset}",
+         "frames=6", "batch_size=3", "threads=1", f"hydra.run.dir={out}"],
+        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "instruction_probe.json").read_text())
+    assert report["frames"] == 6 and len(report["tasks"]) == 3
+    per_own = {p["own"] for p in report["pairs"]}
+    assert len(report["pairs"]) == 2 * len(per_own) and per_own <= set(report["tasks"])
+    assert all(p["sensitivity"] >= 0 for p in report["pairs"]) and report["mean_other_pairs"] > 0
+    assert (out / "instruction_probe.png").stat().st_size > 0
+    assert "all other pairs" in (out / "instruction_probe.md").read_text()
+    assert "vla probe checkpoint=" in proc.stdout and "frames=6" in report["reproduce"]
