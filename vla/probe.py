@@ -30,6 +30,10 @@ from typing import Any
 import torch
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def single_word_change(a: str, b: str) -> tuple[str, str] | None:
     """The (word in a, word in b) when the two instructions differ in exactly one word, else None."""
     wa, wb = a.lower().split(), b.lower().split()
@@ -57,9 +61,10 @@ def instruction_sensitivity(policy, preprocessor, batches: list[dict[str, Any]],
         for task in tasks:
             batch = preprocessor({**raw, "task": [task] * b})
             chunks[task] = policy.predict_action_chunk(batch, noise=noise).cpu()
+        unknown = sorted(set(own) - set(tasks))
+        if unknown:
+            raise ValueError(f"frames with instructions missing from the dataset's task list: {unknown}")
         for i, task in enumerate(own):
-            if task not in chunks:  # a frame whose task is not in the list (should not happen)
-                continue
             counts[task] += 1
             mine = chunks[task][i]
             scale_sum += float(mine.abs().mean())
@@ -78,22 +83,25 @@ def instruction_sensitivity(policy, preprocessor, batches: list[dict[str, Any]],
             by_word[f"{p['changed_words'][0]} -> {p['changed_words'][1]}"].append(p["sensitivity"])
     one_word = [p["sensitivity"] for p in pairs if p["changed_words"]]
     other_pairs = [p["sensitivity"] for p in pairs if not p["changed_words"]]
-    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731 - tiny local helper
     return {
         "frames": frames,
         "tasks": tasks,
         "action_scale": scale_sum / max(frames, 1),  # mean |chunk| under the own instruction
         "pairs": pairs,
-        "one_word_changes": {k: {"pairs": len(v), "sensitivity": mean(v)} for k, v in sorted(by_word.items())},
-        "mean_one_word_change": mean(one_word),
-        "mean_other_pairs": mean(other_pairs),
+        "one_word_changes": {k: {"pairs": len(v), "sensitivity": _mean(v)} for k, v in sorted(by_word.items())},
+        "mean_one_word_change": _mean(one_word),
+        "mean_other_pairs": _mean(other_pairs),
     }
 
 
 def format_markdown(report: dict[str, Any]) -> str:
     scale = report["action_scale"]
-    pct = lambda v: f"{100 * v / scale:.1f} %" if scale else "-"  # noqa: E731
-    fmt = lambda v: "-" if v is None else f"{v:.4f} ({pct(v)})"  # noqa: E731
+
+    def fmt(value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4f} ({100 * value / scale:.1f} %)" if scale else f"{value:.4f}"
+
     lines = [
         f"# Instruction probe: {report['checkpoint']}",
         "",

@@ -55,13 +55,15 @@ def test_a_word_the_policy_cannot_tell_apart_measures_zero_and_the_others_do_not
     assert report["mean_other_pairs"] is None  # every pair here differs in one word
 
 
-def test_probe_needs_two_instructions():
+def test_probe_needs_two_instructions_and_known_tasks():
     from policies.processor_vla import make_vla_pre_post_processors
 
     policy = tiny_policy("none")
     pre, _ = make_vla_pre_post_processors(policy.config, dataset_stats=STATS)
     with pytest.raises(ValueError, match="at least 2 task instructions"):
         instruction_sensitivity(policy, pre, raw_frames(policy.config, BOWL[:1]), BOWL[:1])
+    with pytest.raises(ValueError, match="missing from the dataset's task list"):
+        instruction_sensitivity(policy, pre, raw_frames(policy.config, BOWL), BOWL[:2])
 
 
 def test_vla_probe_cli_on_a_recorded_dataset(tmp_path, tabletop_dataset):
