@@ -11,7 +11,9 @@
   kept + in-flight < N, the set of (task, episode) pairs is the same for any number of workers.
 * Every step is recorded as (observation before the step, action taken): both cameras as video
   features, ``observation.state`` (8), ``action`` (7) and ``task`` = the instruction; fps comes
-  from the env config.
+  from the env config. ``action_label=intended`` records instead the action the expert meant
+  before its motion noise (``+expert_kwargs.noise``), while the env still executes the noisy one:
+  DART-style demos, diverse states with clean labels.
 * ``root`` defaults to ``outputs/datasets/<env suite>`` (relative to the working directory) and
   ``repo_id`` to ``local/vla_<env suite>``. Rerunning with the same root resumes: done
   (task, episode) pairs are read from the dataset's ledger and skipped, so the run ends with N
@@ -97,6 +99,7 @@ class CollectPlan:
     image_size: tuple[int, int]
     expert: str
     expert_kwargs: dict
+    action_label: str
     max_steps: int | None
     commit_interval_s: float
     compact: bool
@@ -110,6 +113,8 @@ class CollectPlan:
         return {
             "repo_id": self.repo_id, "env": self.env_name, "env_config": env, "fps": self.fps,
             "robot_type": f"vla_{self.env_name}", "features": features, "seed": self.seed, "expert": self.expert_spec(),
+            # Only when not the default, so datasets recorded before the option existed still match.
+            **({"action_label": self.action_label} if self.action_label != "executed" else {}),
         }
 
     def expert_spec(self) -> str:
@@ -170,11 +175,14 @@ def make_plan(cfg: DictConfig) -> CollectPlan:
         image_size=image_size_of(env_cfg),
         expert=str(cfg.expert),
         expert_kwargs=plain_dict(cfg.get("expert_kwargs")),
+        action_label=str(cfg.get("action_label", "executed")),
         max_steps=int(cfg.max_steps) if cfg.get("max_steps") else None,
         commit_interval_s=float(cfg.commit_interval_s),
         compact=bool(cfg.compact),
         videos=bool(cfg.videos),
     )
+    if plan.action_label not in ACTION_LABELS:
+        raise ValueError(f"action_label '{plan.action_label}' is not one of: {', '.join(ACTION_LABELS)}")
     if plan.max_attempts_per_task < n:
         raise ValueError(f"max_attempts_per_task ({plan.max_attempts_per_task}) < episodes_per_task ({n})")
     plan.features = dataset_features(plan.image_size)
@@ -197,11 +205,26 @@ def _reset_expert(expert: Any, seed: int) -> None:
         expert.reset()
 
 
+ACTION_LABELS = ("executed", "intended")
+
+
+def _intended_action(expert: Any) -> np.ndarray:
+    """The action the expert meant this step, before its exploration noise (DART labels)."""
+    intended = getattr(expert, "intended_action", None)
+    if intended is None:
+        raise TypeError(
+            f"action_label=intended needs an expert that sets `intended_action` in act(); "
+            f"{type(expert).__name__} does not"
+        )
+    return validate_action(intended)
+
+
 def record_episode(
     env: Any, expert: Any, env_cfg: Any, task: str, episode_index: int, seed: int,
-    keep_failed: bool = False, max_steps: int | None = None,
+    keep_failed: bool = False, max_steps: int | None = None, action_label: str = "executed",
 ) -> Episode:
-    """Run the expert for one episode and return every (observation, action) step."""
+    """Run the expert for one episode and return every (observation, action) step; the recorded
+    action is the executed one, or with ``action_label="intended"`` the expert's noise-free one."""
     from sim.factory import reset_options
 
     cfg = env_cfg if isinstance(env_cfg, DictConfig) else OmegaConf.create(env_cfg)
@@ -213,12 +236,13 @@ def record_episode(
     states, actions = [], []
     success = False
     for _ in range(max_steps or STEP_GUARD):
-        action = validate_action(expert.act(obs))  # record what the env executes (clipped)
+        action = validate_action(expert.act(obs))  # what the env executes (clipped)
+        label = action if action_label == "executed" else _intended_action(expert)
         for cam in CAMERAS:
             # Copy: a renderer may hand back the same buffer every step.
             images[cam].append(np.array(obs["pixels"][cam], dtype=np.uint8, copy=True))
         states.append(np.asarray(obs["agent_pos"], dtype=np.float32))
-        actions.append(action)
+        actions.append(label)
         obs, _, terminated, truncated, info = env.step(action)
         success = bool(info.get("is_success", False))
         if terminated or truncated:
@@ -269,7 +293,7 @@ def _worker_job(task: str, episode_index: int) -> tuple[Attempt, str, float]:
     env, expert = _worker_env(task)
     episode = record_episode(
         env, expert, _WORKER["env_cfg"], task, episode_index, _WORKER["seed"],
-        _WORKER["keep_failed"], _WORKER["max_steps"],
+        _WORKER["keep_failed"], _WORKER["max_steps"], _WORKER["action_label"],
     )
     if episode.attempt.kept:
         episode.check(tuple(_WORKER["image_size"]))  # fail in the worker, with the episode named
@@ -354,28 +378,36 @@ class _Run:
     def _postfix(self) -> None:
         ok = sum(a.success for a in self.attempts)
         self.pbar.set_postfix_str(
-            f"success {ok}/{len(self.attempts)}, committed {self.store.commits}x, staged {len(self.pending)}"
+            f"success {ok}/{len(self.attempts)}, written {self.committed_kept}, staged {len(self.pending)}"
         )
 
     def maybe_commit(self, force: bool = False) -> None:
         if not self.pending or (not force and time.monotonic() - self.last_commit < self.plan.commit_interval_s):
             return
-        start = time.monotonic()
-        self.committed_kept += sum(a.kept for a in self.store.commit(self.pending))
-        self.write_s += time.monotonic() - start
-        # Files still present were not committable yet (dropped failures before the dataset exists).
-        self.pending = [p for p in self.pending if p.exists()]
+        # In slices: when simulation outpaces encoding, a single commit of everything staged ran
+        # for minutes with the bar frozen at 100 %; slices show progress and bound a kill's redo.
+        while self.pending:
+            start, before = time.monotonic(), len(self.pending)
+            self.committed_kept += sum(a.kept for a in self.store.commit(self.pending[:COMMIT_MAX_EPISODES]))
+            self.write_s += time.monotonic() - start
+            # Files still present were not committable yet (dropped failures before the dataset exists).
+            self.pending = [p for p in self.pending if p.exists()]
+            self._postfix()
+            if len(self.pending) == before:
+                break
         self.last_commit = time.monotonic()
-        self._postfix()
 
     def close(self) -> None:
         self.pbar.close()
 
 
+COMMIT_MAX_EPISODES = 100  # staged episodes written per dataset commit
+
+
 def _worker_settings(plan: CollectPlan, store: DatasetStore) -> dict:
     return {
         "env_cfg": plan.env_cfg, "expert": plan.expert, "expert_kwargs": plan.expert_kwargs, "seed": plan.seed, "keep_failed": plan.keep_failed,
-        "max_steps": plan.max_steps, "image_size": list(plan.image_size), "staging": str(store.staging),
+        "action_label": plan.action_label, "max_steps": plan.max_steps, "image_size": list(plan.image_size), "staging": str(store.staging),
     }
 
 
@@ -484,7 +516,7 @@ def reproduce_command(plan: CollectPlan) -> str:
     args = [
         f"env={plan.env_name}", f"episodes_per_task={plan.episodes_per_task}", f"workers={plan.workers}",
         f"tasks=[{','.join(plan.tasks)}]", f"root={plan.root}", f"seed={plan.seed}",
-        f"keep_failed={str(plan.keep_failed).lower()}",
+        f"keep_failed={str(plan.keep_failed).lower()}", f"action_label={plan.action_label}",
         *(f"+expert_kwargs.{k}={v}" for k, v in sorted(plan.expert_kwargs.items())),
     ]
     return "vla collect " + " ".join(shlex.quote(a) for a in args)

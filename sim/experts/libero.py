@@ -80,6 +80,7 @@ class LiberoExpert:
         self.noise = float(noise)
         self.rng = np.random.default_rng(seed)
         self.scene: Scene | None = None
+        self.intended_action: np.ndarray | None = None  # the last act() without its motion noise
 
     # --- public API ------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> None:
@@ -289,6 +290,7 @@ class LiberoExpert:
             pos = np.clip(pos, -0.6, 0.6)  # slow, controlled contact
         rot = rotation_error(self._desired_mat(), self.scene.eef_mat()) / ROT_SCALE
         motion = np.concatenate([pos, rot])
+        self.intended_action = np.concatenate([np.clip(motion, -1, 1), [gripper]]).astype(np.float32)
         if self.noise:
             motion = motion + self.rng.normal(0.0, self.noise, size=6)
         return np.concatenate([np.clip(motion, -1, 1), [gripper]]).astype(np.float32)

@@ -65,6 +65,7 @@ class TabletopExpert:
         self._phase = 0
         self._steps_in_phase = 0
         self._grasp_offset = np.zeros(3)  # cube centre minus tool centre, measured when grasped
+        self.intended_action: np.ndarray | None = None  # the last act() without its motion noise
         self._phases = _PUSH if self.env.task_spec.family == "push" else _PICK_PLACE
 
     def act(self, obs: dict | None = None) -> np.ndarray:
@@ -81,12 +82,14 @@ class TabletopExpert:
         self._steps_in_phase += 1
         action = np.zeros(7, dtype=np.float32)
         move = err / POS_SCALE
-        if self.noise > 0 and phase.noisy:  # fades out near the waypoint so grasps stay precise
-            move += self.rng.normal(0.0, self.noise, 3) * min(1.0, float(np.linalg.norm(err)) / NOISE_FADE)
-        action[:3] = np.clip(move, -self.max_speed, self.max_speed)
         if phase.name in _ALIGNING:
             action[5] = np.clip(self._yaw_error() / ROT_SCALE, -1.0, 1.0)
         action[6] = phase.jaw
+        self.intended_action = action.copy()
+        self.intended_action[:3] = np.clip(move, -self.max_speed, self.max_speed)
+        if self.noise > 0 and phase.noisy:  # fades out near the waypoint so grasps stay precise
+            move = move + self.rng.normal(0.0, self.noise, 3) * min(1.0, float(np.linalg.norm(err)) / NOISE_FADE)
+        action[:3] = np.clip(move, -self.max_speed, self.max_speed)
         return action
 
     # ------------------------------------------------------------------ targets

@@ -249,3 +249,39 @@ def test_noisy_expert_demos_are_reproducible_per_episode(tmp_path):
     first = runs[0]["episode_index"] == 0
     np.testing.assert_array_equal(runs[0][ACTION_KEY][first], runs[2][ACTION_KEY])
     assert not np.array_equal(runs[0][ACTION_KEY][first][:5], runs[0][ACTION_KEY][~first][:5])  # noise differs per episode
+
+
+def test_intended_action_labels_record_the_noise_free_expert_on_the_noisy_trajectory(tmp_path):
+    """DART-style demos: the env executes the noisy action (same states as a noisy demo), the
+    dataset holds what the expert meant; the label choice is part of the dataset identity."""
+    common = ("tasks=[push_red_left]", "workers=0", "videos=false", "episodes_per_task=1", "+expert_kwargs.noise=0.5")
+    executed = read_through_dataloader(run_collect(tmp_path, "executed", *common).root)
+    intended_run = run_collect(tmp_path, "intended", *common, "action_label=intended")
+    intended = read_through_dataloader(intended_run.root)
+    np.testing.assert_array_equal(executed["state"], intended["state"])  # same trajectory
+    assert not np.allclose(executed[ACTION_KEY][:, :3], intended[ACTION_KEY][:, :3])
+    np.testing.assert_array_equal(executed[ACTION_KEY][:, 6], intended[ACTION_KEY][:, 6])  # jaw is never noisy
+    # Without noise the expert means what it does: both labellings record the same actions.
+    clean = [read_through_dataloader(run_collect(tmp_path, f"clean_{label}", *common[:4], f"action_label={label}").root)
+             for label in ("executed", "intended")]
+    np.testing.assert_array_equal(clean[0][ACTION_KEY], clean[1][ACTION_KEY])
+    assert read_fingerprint(intended_run.root)["action_label"] == "intended"
+    assert "action_label" not in read_fingerprint(tmp_path / "executed")  # old datasets still match
+    assert "action_label=intended" in intended_run.summary["reproduce"]
+    with pytest.raises(ValueError, match="action_label"):  # appending the other kind of label: refused
+        run_collect(tmp_path, "intended", *common[:3], "episodes_per_task=2", common[4])
+    with pytest.raises(ValueError, match="action_label 'clean' is not one of: executed, intended"):
+        run_collect(tmp_path, "bad", *common, "action_label=clean")
+
+
+def test_a_large_backlog_is_written_in_slices(tmp_path, monkeypatch, capsys):
+    """Staged episodes go into the dataset COMMIT_MAX_EPISODES at a time (the bar shows progress),
+    and the result is the same complete dataset."""
+    import sim.collect
+
+    monkeypatch.setattr(sim.collect, "COMMIT_MAX_EPISODES", 2)
+    result = run_collect(tmp_path, "sliced", "tasks=[push_red_left]", "workers=0", "videos=false",
+                         "episodes_per_task=5", "commit_interval_s=1000")
+    assert result.summary["this_run"]["commits"] == 3  # 2 + 2 + 1, all at the end (interval never reached)
+    assert sorted(a.dataset_episode for a in read_ledger(result.root) if a.kept) == list(range(5))
+    assert "written 5" in capsys.readouterr().err
