@@ -141,6 +141,13 @@ class VLAConfig(PreTrainedConfig):
         backbone_path: local dir of a Llama/Qwen2 checkpoint to load instead of building from `backbone`.
         tokenizer_path: local dir of an HF tokenizer; None = the built-in word-level tokenizer.
         dtype: parameter/compute dtype ("float32", "bfloat16", "float16").
+        keypose_loss_weight: > 0 adds a small head that predicts, from the action queries, where the
+            end effector will be at the next gripper event (the grasp of the named object, then
+            the release at the named target), trained with this weight beside the action loss.
+            Training-only signal that makes the policy locate what the instruction names; the
+            head is unused at inference. Needs the ``keypose_delta`` target, which `vla train`
+            derives from the dataset (``vla.training.data.keypose_targets``); other trainers
+            (``lerobot-train``) do not provide it and train without the auxiliary loss.
         optimizer_*, scheduler_*: training presets used by lerobot-train.
     """
 
@@ -164,6 +171,7 @@ class VLAConfig(PreTrainedConfig):
     compressor: CompressorConfig = field(default_factory=CompressorConfig)
     head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
     num_action_queries: int | None = None
+    keypose_loss_weight: float = 0.0
 
     # --- Weight sources (local directories only; nothing is downloaded) ----------------------------
     vision_path: str | None = None
@@ -238,6 +246,8 @@ class VLAConfig(PreTrainedConfig):
             raise ValueError(f"head.cache_interval must be >= 1 (1 = no step cache), got {self.head.cache_interval}")
         if not self.camera_keys:
             raise ValueError("camera_keys is empty: the policy needs at least one camera")
+        if not self.keypose_loss_weight >= 0:  # also rejects NaN
+            raise ValueError(f"keypose_loss_weight must be >= 0 (0 = off), got {self.keypose_loss_weight}")
         self._validate_compressor()
 
     def _validate_compressor(self) -> None:
@@ -346,6 +356,8 @@ class VLAConfig(PreTrainedConfig):
         arch["chunk_size"] = self.chunk_size
         arch["num_action_queries"] = self.n_queries
         arch["camera_keys"] = list(self.camera_keys)
+        if self.keypose_loss_weight > 0:  # adds the keypose head's weights; absent = as before the field existed
+            arch["keypose_head"] = True
         if self.input_features and OBS_STATE in self.input_features:
             arch["state_dim"] = self.state_dim
         if self.output_features and ACTION in self.output_features:

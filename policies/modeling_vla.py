@@ -52,6 +52,10 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FINGERPRINT_FILE = "fingerprint.json"
 ACTION_IS_PAD = "action_is_pad"
+# Training-only target of the keypose auxiliary loss (VLAConfig.keypose_loss_weight), [B, 3] in
+# metres; regressed in units of KEYPOSE_SCALE so typical values are O(1).
+KEYPOSE = "keypose_delta"
+KEYPOSE_SCALE = 0.1
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -99,11 +103,24 @@ class VLAPolicy(PreTrainedPolicy):
         per_sample = self.model.head.loss(cond, actions, batch.get(ACTION_IS_PAD))
         self._record(info)
         logs = {"loss": float(per_sample.mean().detach()), "visual_tokens": info["visual_tokens_in"]}
+        if self.model.keypose_head is not None and KEYPOSE in batch:
+            keypose = self.keypose_loss(cond, batch[KEYPOSE])
+            logs["action_loss"], logs["keypose_loss"] = logs["loss"], float(keypose.mean().detach())
+            per_sample = per_sample + self.config.keypose_loss_weight * keypose
+            logs["loss"] = float(per_sample.mean().detach())
         if info["visual_tokens_after"] != info["visual_tokens_in"]:  # in-LM methods
             logs["visual_tokens_after"] = info["visual_tokens_after"]
         if reduction == "none":
             return per_sample, logs
         return per_sample.mean(), logs
+
+    def keypose_loss(self, cond: Tensor, target: Tensor) -> Tensor:
+        """Per-sample smooth-L1 of the predicted next keypose (relative, m) from the query outputs."""
+        target = target.to(cond.device, cond.dtype)
+        if target.ndim != 2 or target.shape[1] != 3 or not torch.isfinite(target).all():
+            raise ValueError(f"'{KEYPOSE}' must be finite [B, 3] (metres), got {tuple(target.shape)}")
+        pred = self.model.keypose_head(cond.mean(dim=1))
+        return nn.functional.smooth_l1_loss(pred, target / KEYPOSE_SCALE, reduction="none").mean(dim=1)
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Any], noise: Tensor | None = None, stage=None, **_) -> Tensor:
@@ -304,6 +321,9 @@ class VLAModel(nn.Module):
         self.state_proj = nn.Linear(config.state_dim, dl)
         self.queries = nn.Parameter(torch.randn(config.n_queries, dl) * 0.02)
         self.head = build_action_head(config.head, dl, config.chunk_size, config.action_dim)
+        self.keypose_head = (
+            nn.Sequential(nn.Linear(dl, dl), nn.GELU(), nn.Linear(dl, 3)) if config.keypose_loss_weight > 0 else None
+        )
 
     # --- stages ----------------------------------------------------------------------------------
     def encode_images(

@@ -97,6 +97,11 @@ def make_vla_pre_post_processors(
 # --------------------------------------------------------------------------------------------------
 # Input checks + image resizing
 # --------------------------------------------------------------------------------------------------
+def resize_images(img: torch.Tensor, size: int) -> torch.Tensor:
+    """float [B, 3, H, W] in [0, 1] -> [B, 3, size, size]: bilinear, antialiased, the policy's input resize."""
+    return F.interpolate(img.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0.0, 1.0)
+
+
 @dataclass
 @ProcessorStepRegistry.register(name="vla_input_check")
 class VLAInputCheckStep(ObservationProcessorStep):
@@ -148,9 +153,7 @@ class VLAInputCheckStep(ObservationProcessorStep):
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1e-3 or hi > 1.0 + 1e-3:
             raise ValueError(f"'{key}' values must be in [0, 1], got range [{lo:.3g}, {hi:.3g}] (divide by 255?)")
         if img.shape[-2:] != (self.image_size, self.image_size):
-            img = F.interpolate(
-                img.float(), size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
-            ).clamp_(0.0, 1.0)
+            img = resize_images(img, self.image_size)
         return img
 
     def _state(self, state: Any) -> torch.Tensor:

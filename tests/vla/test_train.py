@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -55,6 +56,35 @@ def test_tiny_preset_loss_falls_over_a_few_hundred_steps(dataset, tmp_path):
                         "batch_size=8", "lr=1e-3", "train.warmup_steps=20", "train.log_every=10", "train.save_every=0")
     result = train(cfg)
     assert _loss_ratio(result, window=3) < 0.6, result.losses
+
+
+def test_keypose_auxiliary_loss_is_learned_and_its_checkpoint_acts(dataset, tmp_path):
+    """model.keypose_loss_weight > 0: the keypose head trains beside the action head (logged in
+    metrics.jsonl), the architecture says so, and the checkpoint loads and acts like any other."""
+    from policies.configuration_vla import VLAConfig, make_features
+    from policies.modeling_vla import VLAPolicy
+    from vla.checkpoint import load_checkpoint
+    from vla.runtime import load_policy
+    from vla.training.loop import read_metrics
+
+    cfg = small_run(dataset, tmp_path, "train.steps=60", "lr=1e-3", "train.warmup_steps=5", "train.log_every=10",
+                    "model.keypose_loss_weight=1.0")
+    result = train(cfg)
+    rows = [r for r in read_metrics(tmp_path) if "keypose_loss" in r]
+    assert len(rows) == 6 and all(r["loss"] > r["action_loss"] for r in rows)
+    assert rows[-1]["keypose_loss"] < 0.7 * rows[0]["keypose_loss"], rows
+    loaded = load_checkpoint(result.checkpoint)
+    assert loaded.policy.config.architecture()["keypose_head"] is True
+    assert loaded.policy.model.keypose_head is not None
+    rng = np.random.default_rng(0)
+    obs = {"images": {cam: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for cam in ("agentview", "wrist")},
+           "state": rng.normal(size=8).astype(np.float32), "instruction": "put the red cube in the bowl"}
+    actions = load_policy(result.checkpoint).infer(obs)["actions"]
+    assert actions.shape == (8, 7) and np.isfinite(actions).all()
+    # Off (the default): no head and no fingerprint key, so checkpoints saved before it still match.
+    inputs, outputs = make_features()
+    default = VLAConfig(input_features=inputs, output_features=outputs)
+    assert "keypose_head" not in default.architecture() and VLAPolicy(default).model.keypose_head is None
 
 
 def test_validation_loss_on_held_out_episodes_without_the_frame_cache(dataset, tmp_path):
@@ -136,6 +166,7 @@ def test_finetune_with_checkpoint_stats_warns_when_the_data_does_not_fit_them(tm
         (["train=finetune"], TrainConfigError, "set init_from=<checkpoint>"),
         (["+model.vision.bogus=1"], TrainConfigError, "model=tiny, compressor=none: bad model.*bogus"),
         (["model.chunk_size=0"], TrainConfigError, "chunk_size must be >= 1"),
+        (["model.keypose_loss_weight=-1"], TrainConfigError, "keypose_loss_weight must be >= 0"),
     ],
 )
 def test_bad_input_is_a_clear_error(dataset, tmp_path, overrides, error, match):

@@ -80,3 +80,65 @@ def test_augmentation_is_reproducible_and_keeps_shapes():
         out.append(batch["cam"])
     assert out[0].shape == images.shape and torch.equal(out[0], out[1]) and not torch.equal(out[0], images)
     assert out[0].min() >= 0 and out[0].max() <= 1
+
+
+def test_keypose_target_is_the_gripper_position_at_the_next_gripper_event():
+    # Episode 0: open, open, close (grasp at row 2), closed, open (release at row 4), open.
+    # Episode 1: the gripper never changes: every row aims at the episode's last row.
+    pos = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0], [5.0], [10.0], [11.0], [12.0]]).expand(-1, 3)
+    state = torch.cat([pos, torch.zeros(9, 5)], dim=1)
+    gripper = torch.tensor([-1.0, -1, 1, 1, -1, -1, 1, 1, 1])
+    action = torch.cat([torch.zeros(9, 6), gripper[:, None]], dim=1)
+    episode = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1])
+    target = data.keypose_targets(state, action, episode)
+    next_event_row = torch.tensor([2, 2, 4, 4, 5, 5, 8, 8, 8])
+    assert torch.equal(target, pos[next_event_row] - pos)
+
+
+def test_keypose_targets_of_recorded_demos_point_at_the_cube_the_instruction_names(source):
+    """On `vla collect` demos, the first frame's keypose is the grasp of the named cube: checked
+    against the cube positions of the same scene, rebuilt from the episode's ledger entry."""
+    from omegaconf import OmegaConf
+
+    from sim.dataset import read_fingerprint, read_ledger
+    from sim.factory import make_env, reset_options
+    from sim.tabletop.scene import cube_names
+    from sim.tabletop.tasks import TASKS
+
+    meta = data.load_metadata(source)
+    env_cfg = OmegaConf.create(read_fingerprint(source.root)["env_config"])
+    cached = data.make_dataset(source, meta, chunk_size=8, cache="true", keypose=True)
+    plain = data.make_dataset(source, meta, chunk_size=8, cache="false", keypose=True)
+    first = {int(cached[i]["episode_index"]): cached[i] for i in range(len(cached)) if int(cached[i]["frame_index"]) == 0}
+    for i in (0, len(plain) - 1):  # the same target whichever way frames are served
+        assert torch.equal(cached[i][data.KEYPOSE], plain[i][data.KEYPOSE])
+    picks = [a for a in read_ledger(source.root) if a.kept and TASKS[a.task].family != "push"]
+    assert len(picks) >= 4  # the push family keeps its jaw closed: no grasp event to aim at
+    for a in picks:
+        env = make_env(env_cfg, a.task, cameras=False)
+        env.reset(seed=a.seed, options=reset_options(env_cfg, a.task, a.episode))
+        cubes = {name: env.unwrapped.object_pos(name)[:2] for name in cube_names()}
+        env.close()
+        item = first[a.dataset_episode]
+        grasp = (item["observation.state"][:3] + item[data.KEYPOSE]).numpy()[:2]
+        named = TASKS[a.task].obj
+        assert abs(grasp - cubes[named]).max() < 0.01, (a.task, grasp, cubes)
+        assert all(abs(grasp - xy).max() > 0.03 for name, xy in cubes.items() if name != named)
+
+
+def test_frame_cache_at_the_model_size_serves_what_the_policy_would_see(source):
+    """cache_image_size: frames are kept resized (4x less memory for 64 px from 128 px), equal to the
+    policy's own input resize of the full-size frames up to uint8 rounding."""
+    from policies.processor_vla import resize_images
+
+    meta = data.load_metadata(source)
+    full = data.make_dataset(source, meta, chunk_size=8, episodes=[0], cache="true")
+    small = data.make_dataset(source, meta, chunk_size=8, episodes=[0], cache="true", cache_image_size=32)
+    for key in CAMERAS:
+        assert small.frames[key].numel() * 4 == full.frames[key].numel()
+    for i in (0, len(full) - 1):
+        for key in CAMERAS:
+            a, b = small[i][key], full[i][key]
+            assert a.shape == (3, 32, 32) and a.dtype == torch.uint8 and b.shape == (3, 64, 64)
+            expected = resize_images(b[None].float() / 255, 32)[0] * 255
+            assert (a.float() - expected).abs().max() <= 0.5 + 1e-4

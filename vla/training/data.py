@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lerobot.utils.constants import ACTION, OBS_STATE
+from policies.modeling_vla import KEYPOSE  # the keypose auxiliary loss's target (keypose_targets)
 
 logger = logging.getLogger(__name__)
 
@@ -169,25 +170,85 @@ def split_episodes(num_episodes: int, val_episodes: int) -> tuple[list[int], lis
 # Datasets
 # --------------------------------------------------------------------------------------------------
 def make_dataset(source: DatasetSource, meta, chunk_size: int, episodes: list[int] | None = None,
-                 cache: str | bool = "auto", cache_max_gb: float = 4.0) -> Dataset:
-    """The in-memory ``FrameCache`` when asked (or ``auto`` and it fits), else a ``LeRobotDataset``."""
+                 cache: str | bool = "auto", cache_max_gb: float = 4.0, keypose: bool = False,
+                 cache_image_size: int | None = None) -> Dataset:
+    """The in-memory ``FrameCache`` when asked (or ``auto`` and it fits), else a ``LeRobotDataset``;
+    ``keypose``: items also carry the ``KEYPOSE`` target (see :func:`keypose_targets`);
+    ``cache_image_size``: the cache holds frames resized to this square size (None = as recorded)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     delta = {ACTION: [i / meta.fps for i in range(chunk_size)]}
     ds = LeRobotDataset(source.repo_id, root=source.root, episodes=episodes, delta_timestamps=delta, return_uint8=True)
-    gib = FrameCache.estimate_bytes(ds) / 2**30
+    gib = FrameCache.estimate_bytes(ds, cache_image_size) / 2**30
     use_cache = cache is True or str(cache).lower() == "true" or (str(cache).lower() == "auto" and gib <= cache_max_gb)
-    if not use_cache:
+    if use_cache:
+        out: Dataset = FrameCache(ds, chunk_size, cache_image_size)
+    else:
         if str(cache).lower() == "auto":
             logger.info("frame cache off: decoded frames need %.1f GiB > cache_max_gb=%s", gib, cache_max_gb)
-        return ds
-    return FrameCache(ds, chunk_size)
+        out = ds
+    return WithKeypose(out, ds) if keypose else out
+
+
+def keypose_targets(state: torch.Tensor, action: torch.Tensor, episode: torch.Tensor) -> torch.Tensor:
+    """[N, 3] for N rows (episodes contiguous): the end-effector position (``state[:, :3]``) at the
+    episode's next gripper event (a row whose gripper command, ``action[:, -1]``, changes sign),
+    or at its last row when none is left, minus the row's own position.
+
+    Why: in the tabletop and LIBERO tasks the first gripper event is the grasp of the object the
+    instruction names and the next one the release at the named target, so this target says which
+    object and where, densely, for every frame. The action chunk says it only weakly (a saturated
+    move towards it) and only a few steps ahead. Used as an auxiliary regression target, it asks
+    the policy to locate what the instruction names (keyframe prediction, as in C2F-ARM/PerAct).
+    """
+    pos = state[:, :3]
+    closed = action[:, -1] > 0
+    out = torch.empty_like(pos)
+    for ep in torch.unique(episode).tolist():
+        rows = torch.nonzero(episode == ep).flatten()
+        first, last = int(rows[0]), int(rows[-1])
+        change = torch.nonzero(closed[first + 1 : last + 1] != closed[first:last]).flatten() + first + 1
+        # For row t, the first event strictly after t; rows after the last event aim at the last row.
+        events = torch.cat([change, torch.tensor([last])])
+        nxt = events[torch.searchsorted(events, rows, right=True).clamp(max=len(events) - 1)]
+        out[rows] = pos[nxt] - pos[rows]
+    return out
+
+
+class WithKeypose(Dataset):
+    """Items of ``inner`` plus ``KEYPOSE``, looked up by each item's absolute ``index``."""
+
+    def __init__(self, inner: Dataset, ds) -> None:
+        hf = ds.hf_dataset.with_format("numpy", columns=[OBS_STATE, ACTION, "episode_index", "index"])
+        cols = hf[:]
+        action = np.asarray(cols[ACTION], dtype=np.float32)
+        targets = keypose_targets(
+            torch.from_numpy(np.asarray(cols[OBS_STATE], dtype=np.float32)), torch.from_numpy(action),
+            torch.from_numpy(np.asarray(cols["episode_index"], dtype=np.int64).reshape(-1)),
+        )
+        index = np.asarray(cols["index"], dtype=np.int64).reshape(-1)
+        self.targets = torch.full((int(index.max()) + 1, 3), float("nan"))
+        self.targets[torch.from_numpy(index)] = targets
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        item = self.inner[idx]
+        item[KEYPOSE] = self.targets[int(item["index"])]
+        return item
 
 
 class FrameCache(Dataset):
-    """A ``LeRobotDataset`` (action chunk of ``chunk_size``) with every frame decoded once into memory."""
+    """A ``LeRobotDataset`` (action chunk of ``chunk_size``) with every frame decoded once into memory.
 
-    def __init__(self, ds, chunk_size: int):
+    ``image_size``: keep frames resized to image_size x image_size (the policy's own input resize),
+    e.g. 64 px for the ``tiny`` model on 128 px recordings: 4x less memory, the same model input up
+    to uint8 rounding. Image augmentation then works in pixels of the resized frames.
+    """
+
+    def __init__(self, ds, chunk_size: int, image_size: int | None = None):
         meta = ds.meta
         hf = ds.hf_dataset.with_format("numpy", columns=[OBS_STATE, ACTION, "episode_index", "frame_index",
                                                           "timestamp", "index", "task_index"])
@@ -203,6 +264,7 @@ class FrameCache(Dataset):
         self.chunk = chunk_size
         self.camera_keys = list(meta.camera_keys)
         self.meta = meta
+        self.image_size = image_size
         # Episode bounds in *this* (possibly episode-filtered) row space: rows of an episode are contiguous.
         self.ep_start = torch.zeros_like(self.episode)
         self.ep_end = torch.zeros_like(self.episode)
@@ -212,27 +274,40 @@ class FrameCache(Dataset):
         self.frames = {key: self._decode(ds, key) for key in self.camera_keys}
 
     @staticmethod
-    def estimate_bytes(ds) -> int:
-        return sum(len(ds) * math.prod(ds.meta.features[k]["shape"]) for k in ds.meta.camera_keys)
+    def estimate_bytes(ds, image_size: int | None = None) -> int:
+        per_frame = [3 * image_size**2 if image_size else math.prod(ds.meta.features[k]["shape"])
+                     for k in ds.meta.camera_keys]
+        return len(ds) * sum(per_frame)
 
     def _decode(self, ds, key: str) -> torch.Tensor:
         """All frames of one camera, uint8 [N, 3, H, W], in row order (one decode pass per episode)."""
         meta = ds.meta
         if key not in meta.video_keys:  # image feature stored in the parquet files
             col = ds.hf_dataset.with_format("torch", columns=[key])
-            out = [(col[i : i + 256][key] * 255).round().to(torch.uint8) for i in range(0, len(col), 256)]
+            out = [self._fit(col[i : i + 256][key]) for i in range(0, len(col), 256)]
             return torch.cat(out)
         from lerobot.datasets.video_utils import decode_video_frames
 
-        out = torch.empty((len(self.episode), *self._chw(meta, key)), dtype=torch.uint8)
+        c, h, w = self._chw(meta, key)
+        size = (self.image_size, self.image_size) if self.image_size else (h, w)
+        out = torch.empty((len(self.episode), c, *size), dtype=torch.uint8)
         for ep in torch.unique(self.episode).tolist():
             rows = torch.nonzero(self.episode == ep).flatten()
             info = meta.episodes[ep]
             ts = (self.timestamp[rows].double() + info[f"videos/{key}/from_timestamp"]).tolist()
             path = ds.root / meta.get_video_file_path(ep, key)
             backend = getattr(ds, "_video_backend", None)  # lerobot's choice (torchcodec, else pyav)
-            out[rows] = decode_video_frames(path, ts, ds.tolerance_s, backend, return_uint8=True)
+            frames = decode_video_frames(path, ts, ds.tolerance_s, backend, return_uint8=True)
+            out[rows] = frames if not self.image_size else self._fit(frames.float() / 255)
         return out
+
+    def _fit(self, images: torch.Tensor) -> torch.Tensor:
+        """float [N, 3, H, W] in [0, 1] -> uint8, resized to ``image_size`` when set."""
+        from policies.processor_vla import resize_images
+
+        if self.image_size and images.shape[-2:] != (self.image_size, self.image_size):
+            images = resize_images(images, self.image_size)
+        return (images * 255).round().to(torch.uint8)
 
     @staticmethod
     def _chw(meta, key: str) -> tuple[int, int, int]:

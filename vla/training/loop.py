@@ -126,9 +126,14 @@ def setup(s: TrainSettings, config_yaml: str, run_dir: str | Path | None = None)
         build.reset_schedule(scheduler, s)
         _warn_changed(state, s, acc.num_processes, str(source.root))
     train_eps, val_eps = data.split_episodes(meta.total_episodes, s.val_episodes)
-    chunk = policy.config.chunk_size
-    train_set = data.make_dataset(source, meta, chunk, train_eps if val_eps else None, s.cache, s.cache_max_gb)
-    val_set = data.make_dataset(source, meta, chunk, val_eps, s.cache, s.cache_max_gb) if val_eps else None
+    chunk, keypose = policy.config.chunk_size, policy.config.keypose_loss_weight > 0
+    size = policy.config.vision.image_size if s.cache_resize else None
+
+    def dataset(episodes: list[int] | None) -> torch.utils.data.Dataset:
+        return data.make_dataset(source, meta, chunk, episodes, s.cache, s.cache_max_gb, keypose, size)
+
+    train_set = dataset(train_eps if val_eps else None)
+    val_set = dataset(val_eps) if val_eps else None
     model, optimizer = acc.prepare(policy, optimizer)
     return Run(s, acc, model, policy, pre, post, optimizer, scheduler, train_set, val_set,
                list(policy.config.camera_keys), output_dir, start, config_yaml, str(source.root), counts)
@@ -165,24 +170,30 @@ def prepare_batch(run: Run, batch: dict[str, Any], gen: torch.Generator | None) 
     if gen is not None and run.s.augment.enabled:
         a = run.s.augment
         data.augment_images(batch, run.camera_keys, gen, a.shift, a.brightness, a.contrast)
-    return run.pre(batch)
+    # Training-only targets are not observations: lerobot's processor pipeline would drop them.
+    keypose = batch.pop(data.KEYPOSE, None)
+    batch = run.pre(batch)
+    if keypose is not None:
+        batch[data.KEYPOSE] = keypose
+    return batch
 
 
-def train_step(run: Run, batch: dict[str, Any], step: int) -> float:
-    """One optimisation step; all randomness of the step is seeded from (seed, step, rank)."""
+def train_step(run: Run, batch: dict[str, Any], step: int) -> dict[str, float]:
+    """One optimisation step; all randomness of the step is seeded from (seed, step, rank).
+    Returns the loss and the policy's other scalar losses (e.g. ``keypose_loss``)."""
     rank = run.acc.process_index
     torch.manual_seed(step_seed(run.s.seed, step, rank))
     gen = torch.Generator().manual_seed(step_seed(run.s.seed, step, rank, stream=1))
     batch = prepare_batch(run, batch, gen)
     run.model.train()
-    loss, _ = run.model(batch)
+    loss, logs = run.model(batch)
     run.acc.backward(loss)
     if run.s.grad_clip > 0:
         run.acc.clip_grad_norm_(run.policy.parameters(), run.s.grad_clip)
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()
-    return float(loss.detach())
+    return {"loss": float(loss.detach()), **{k: v for k, v in logs.items() if k.endswith("_loss")}}
 
 
 @torch.no_grad()
@@ -229,15 +240,17 @@ class _Meter:
         self.reset()
 
     def reset(self) -> None:
-        self.losses: list[float] = []
+        self.losses: list[dict[str, float]] = []
         self.t0 = time.perf_counter()
 
-    def add(self, loss: float) -> None:
-        self.losses.append(loss)
+    def add(self, losses: dict[str, float]) -> None:
+        self.losses.append(losses)
 
-    def read(self) -> tuple[float, float]:
+    def read(self) -> tuple[dict[str, float], float]:
+        """(mean of each loss over the window, samples/s)."""
         dt = max(time.perf_counter() - self.t0, 1e-9)
-        return float(np.mean(self.losses)), len(self.losses) * self.samples_per_step / dt
+        means = {k: float(np.mean([row[k] for row in self.losses])) for k in self.losses[0]}
+        return means, len(self.losses) * self.samples_per_step / dt
 
 
 def fit(run: Run) -> TrainResult:
@@ -264,11 +277,12 @@ def fit(run: Run) -> TrainResult:
         step += 1
         bar.update(1)
         if step % s.log_every == 0 or step == s.steps:
-            loss, sps = meter.read()
-            result.losses.append((step, loss))
+            losses, sps = meter.read()
+            result.losses.append((step, losses["loss"]))
             result.samples_per_s = sps
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}", smp_s=f"{sps:.1f}")
-            _append_metrics(main, metrics, {"step": step, "loss": loss, "lr": run.scheduler.get_last_lr()[0],
+            bar.set_postfix(**{k: f"{v:.4f}" for k, v in losses.items()}, lr=f"{run.scheduler.get_last_lr()[0]:.2e}",
+                            smp_s=f"{sps:.1f}")
+            _append_metrics(main, metrics, {"step": step, **losses, "lr": run.scheduler.get_last_lr()[0],
                                             "samples_per_s": sps})
             meter.reset()
         if s.eval_every and (step % s.eval_every == 0 or step == s.steps):
@@ -290,7 +304,8 @@ def fit(run: Run) -> TrainResult:
 def _workers(run: Run) -> int:
     """Cached frames are served from RAM in microseconds: workers would only copy the cache to each
     spawned process, so they are used for the decoding (uncached) path only."""
-    return 0 if isinstance(run.train_set, data.FrameCache) else run.s.num_workers
+    frames = getattr(run.train_set, "inner", run.train_set)  # under WithKeypose
+    return 0 if isinstance(frames, data.FrameCache) else run.s.num_workers
 
 
 def _log_start(run: Run) -> None:

@@ -66,6 +66,7 @@ class TrainSettings:
     val_episodes: int
     cache: str
     cache_max_gb: float
+    cache_resize: bool
     num_workers: int
     threads: int  # torch intra-op threads; 0 = torch's default (one per core)
     augment: Augment = field(default_factory=Augment)
@@ -143,6 +144,7 @@ def settings_from(cfg: DictConfig, check_init_arch: bool = False) -> TrainSettin
         val_episodes=_num("data.val_episodes", cfg.data.val_episodes, int, 0),
         cache=_choice("data.cache", cfg.data.cache, ("auto", "true", "false")),
         cache_max_gb=_num("data.cache_max_gb", cfg.data.cache_max_gb, float, 0.0),
+        cache_resize=_choice("data.cache_resize", str(_get(cfg, "data.cache_resize", False)).lower(), ("true", "false")) == "true",
         num_workers=_num("data.num_workers", cfg.data.num_workers, int, 0),
         threads=_num("threads", _get(cfg, "threads", 0) or 0, int, 0),
         augment=Augment(
