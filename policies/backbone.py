@@ -176,6 +176,7 @@ class LanguageBackbone(nn.Module):
         super().__init__()
         self.lm = build_language_model(cfg, path)
         self.hidden_size = self.lm.config.hidden_size
+        self.bidirectional_prefix = cfg.prefix_attention == "bidirectional"
 
     @property
     def num_layers(self) -> int:
@@ -199,7 +200,9 @@ class LanguageBackbone(nn.Module):
         positions = torch.arange(s, device=embeds.device).unsqueeze(0).expand(b, s)
         hidden, info = embeds, {"visual_tokens_in": int(visual_index.numel())}
         select_at = selector.layer if selector is not None else -1
-        mask, rope = self._mask_and_rope(hidden, positions, key_mask)
+        # The prefix = the visual tokens and the instruction, which comes right after them.
+        prefix_len = int(instruction_index.max()) + 1 if self.bidirectional_prefix else 0
+        mask, rope = self._mask_and_rope(hidden, positions, key_mask, prefix_len)
         attn_probs = None
         for i, layer in enumerate(self.lm.layers):
             if i == select_at:
@@ -207,15 +210,16 @@ class LanguageBackbone(nn.Module):
                     hidden, positions, key_mask, kept = self._select(
                         hidden, attn_probs, positions, key_mask, visual_index, instruction_index, selector, budget
                     )
-                mask, rope = self._mask_and_rope(hidden, positions, key_mask)
+                mask, rope = self._mask_and_rope(hidden, positions, key_mask, prefix_len)
                 info["kept"] = kept
             want_probs = i == select_at - 1
             hidden, attn_probs = self._run_layer(layer, hidden, positions, mask, rope, want_probs)
         info["visual_tokens_after"] = int(budget) if select_at >= 0 else info["visual_tokens_in"]
         return self.lm.norm(hidden), info
 
-    def _mask_and_rope(self, hidden, positions, key_mask):
-        return _additive_mask(positions, key_mask, hidden.dtype), self.lm.rotary_emb(hidden, position_ids=positions)
+    def _mask_and_rope(self, hidden, positions, key_mask, prefix_len: int):
+        mask = _additive_mask(positions, key_mask, hidden.dtype, prefix_len)
+        return mask, self.lm.rotary_emb(hidden, position_ids=positions)
 
     def _run_layer(self, layer, hidden, positions, mask, rope, want_probs: bool):
         if not want_probs:
@@ -265,9 +269,12 @@ def use_eager_attention(attn: nn.Module) -> None:
     attn._vla_eager = True
 
 
-def _additive_mask(positions: torch.Tensor, key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B, 1, S, S] additive mask: key j visible to query i iff pos_j <= pos_i and j is not padding."""
-    allowed = (positions.unsqueeze(2) >= positions.unsqueeze(1)) & key_mask.unsqueeze(1)
+def _additive_mask(positions: torch.Tensor, key_mask: torch.Tensor, dtype: torch.dtype,
+                   prefix_len: int = 0) -> torch.Tensor:
+    """[B, 1, S, S] additive mask: key j visible to query i iff pos_j <= pos_i and j is not padding;
+    with ``prefix_len`` = P, queries in the prefix (pos < P) also see every later prefix key."""
+    horizon = positions.clamp(min=prefix_len - 1)  # how far each query sees
+    allowed = (horizon.unsqueeze(2) >= positions.unsqueeze(1)) & key_mask.unsqueeze(1)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=positions.device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask.unsqueeze(1)

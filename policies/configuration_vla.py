@@ -72,6 +72,11 @@ class BackboneConfig:
         removed_layers: original indices of the decoder layers removed by `vla prune`
             (policies/layer_pruning.py, EfficientVLA layer pruning); ``num_layers`` counts the layers
             that remain, so the pruned shape is rebuilt from the config alone. Empty = not pruned.
+        prefix_attention: "causal" (every token sees only earlier ones) or "bidirectional": the
+            visual and instruction tokens (the prefix) all see each other, as in pi0 / PaliGemma's
+            prefix-LM; state and action queries stay causal. Bidirectional lets each visual token
+            read the instruction (is it the object named?), which a causal order [visual,
+            instruction] cannot: visual tokens come first.
     """
 
     type: str = "llama"
@@ -84,6 +89,10 @@ class BackboneConfig:
     rope_theta: float = 10000.0
     max_position_embeddings: int = 2048
     removed_layers: list[int] = field(default_factory=list)
+    prefix_attention: str = "causal"
+
+
+PREFIX_ATTENTION = ("causal", "bidirectional")
 
 
 @dataclass
@@ -223,6 +232,10 @@ class VLAConfig(PreTrainedConfig):
             )
         if self.head.type not in HEAD_TYPES:
             raise ValueError(f"head.type must be one of {HEAD_TYPES}, got '{self.head.type}'")
+        if self.backbone.prefix_attention not in PREFIX_ATTENTION:
+            raise ValueError(
+                f"backbone.prefix_attention must be one of {PREFIX_ATTENTION}, got '{self.backbone.prefix_attention}'"
+            )
         if self.backbone.type not in BACKBONE_TYPES:
             raise ValueError(f"backbone.type must be one of {BACKBONE_TYPES}, got '{self.backbone.type}'")
         if self.dtype not in DTYPES:
@@ -353,6 +366,8 @@ class VLAConfig(PreTrainedConfig):
                     arch[f"{group}.{key}"] = value
         if not arch["backbone.removed_layers"]:  # unpruned: same fingerprint as before the field existed
             del arch["backbone.removed_layers"]
+        if arch["backbone.prefix_attention"] == "causal":  # the default: same fingerprint as before the field
+            del arch["backbone.prefix_attention"]
         arch["chunk_size"] = self.chunk_size
         arch["num_action_queries"] = self.n_queries
         arch["camera_keys"] = list(self.camera_keys)

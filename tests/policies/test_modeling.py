@@ -212,3 +212,43 @@ def test_vision_film_starts_as_the_plain_tower_then_makes_visual_tokens_read_the
     assert not torch.allclose(a[0][0], b[0][0], atol=1e-4)  # same image, other instruction -> other tokens
     with pytest.raises(ValueError, match="pooled instruction"):
         film.model.encode_images(images)
+
+
+def test_bidirectional_prefix_lets_visual_tokens_read_the_instruction():
+    """backbone.prefix_attention=bidirectional: prefix queries (visual + instruction) see the whole
+    prefix, later ones stay causal; causal (the default) keeps the old mask and fingerprint."""
+    from policies.backbone import _additive_mask
+
+    pos = torch.tensor([[0, 1, 2, 3, 4]])  # 2 visual, 2 instruction (the second is padding), 1 query
+    keys = torch.tensor([[True, True, True, False, True]])
+    allowed = (_additive_mask(pos, keys, torch.float32, prefix_len=4)[0, 0] == 0).tolist()
+    assert allowed == [
+        [True, True, True, False, False],  # a visual token sees the instruction, not the query
+        [True, True, True, False, False],
+        [True, True, True, False, False],
+        [True, True, True, False, False],
+        [True, True, True, False, True],  # the query: causal
+    ]
+    bidirectional_model = {**TINY, "backbone": {**TINY["backbone"], "prefix_attention": "bidirectional"}}
+    assert "backbone.prefix_attention" not in tiny_config("none").architecture()  # old fingerprints hold
+    assert tiny_config("none", bidirectional_model).architecture()["backbone.prefix_attention"] == "bidirectional"
+    with pytest.raises(ValueError, match="prefix_attention must be one of"):
+        tiny_config("none", {**TINY, "backbone": {**TINY["backbone"], "prefix_attention": "full"}})
+
+    def visual_outputs(policy, tokens: list[int]) -> torch.Tensor:
+        """The visual tokens' hidden states after the first decoder layer, for one instruction."""
+        batch = fake_batch(policy.config, batch_size=1, with_action=False)
+        batch["observation.language.tokens"] = torch.tensor([tokens])
+        batch["observation.language.attention_mask"] = torch.ones(1, len(tokens), dtype=torch.bool)
+        captured = []
+        hook = policy.model.backbone.lm.layers[0].register_forward_hook(
+            lambda _m, _i, out: captured.append(out[0] if isinstance(out, tuple) else out))
+        with torch.no_grad():
+            policy.model.encode(policy._inputs(batch))
+        hook.remove()
+        return captured[0][0, :4]
+
+    for model, reads_instruction in ((TINY, False), (bidirectional_model, True)):
+        policy = tiny_policy("none", model=model).eval()
+        a, b = visual_outputs(policy, [5, 6, 7]), visual_outputs(policy, [5, 9, 7])
+        assert (not torch.allclose(a, b)) == reads_instruction
