@@ -109,6 +109,8 @@ class CollectPlan:
     def fingerprint(self) -> dict:
         """What must match for two runs to write into the same dataset."""
         env = {k: v for k, v in self.env_cfg.items() if k not in SELECTION_KEYS}
+        if not env.get("start_jitter"):  # the default: datasets recorded before the option still match
+            env.pop("start_jitter", None)
         features = {k: {"dtype": v["dtype"], "shape": list(v["shape"])} for k, v in self.features.items()}
         return {
             "repo_id": self.repo_id, "env": self.env_name, "env_config": env, "fps": self.fps,

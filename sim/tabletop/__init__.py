@@ -8,6 +8,7 @@ Config keys read from ``configs/env/tabletop.yaml``:
                        ``layout_offset + i % N`` (many demos on a few layouts, e.g. a specialist)
     image_size         int or [h, w]
     max_episode_steps  truncation horizon (control steps at 20 Hz)
+    start_jitter       m; the gripper starts up to this far from home along x and y, per layout (0 = home)
 
 MuJoCo is imported only when an env is built (``sim.tabletop.env``).
 """
@@ -41,6 +42,7 @@ def make_env(env_cfg: Any, task: str | int, cameras: bool = True):
         image_size=(size, size) if isinstance(size, int) else (int(size[0]), int(size[1])),
         cameras=cameras,
         max_episode_steps=int(env_cfg.get("max_episode_steps", 200)),
+        start_jitter=float(env_cfg.get("start_jitter", 0.0)),
     )
 
 

@@ -38,6 +38,7 @@ CONTROL_HZ = 20
 PHYSICS_DT = 0.005
 # reset() with neither a "layout" option nor a seed draws a layout index below this.
 DEFAULT_LAYOUT_RANGE = 100_000
+MAX_START_JITTER = 0.15  # m: keeps the start above the table, inside the objects' area
 
 
 class TabletopEnv(gym.Env):
@@ -53,7 +54,12 @@ class TabletopEnv(gym.Env):
         cameras: bool = True,
         max_episode_steps: int = 200,
         render_mode: str | None = "rgb_array",
+        start_jitter: float = 0.0,
     ) -> None:
+        """``start_jitter`` (m): the gripper starts at HOME_TCP + a per-layout uniform offset in
+        [-start_jitter, start_jitter] along x and y (0 = always at home). Why: from a fixed home,
+        a single frame's gripper position tells which way the demo is heading, so a policy can
+        learn to follow it instead of reading the instruction; a varied start removes that cue."""
         self.task_spec: TaskSpec = get_task(task)
         self.task_name = task
         # lerobot's vector-env eval reads the instruction from these two attributes.
@@ -63,6 +69,9 @@ class TabletopEnv(gym.Env):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
         if max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        if not 0.0 <= start_jitter <= MAX_START_JITTER:
+            raise ValueError(f"start_jitter must be in [0, {MAX_START_JITTER}] m, got {start_jitter}")
+        self.start_jitter = float(start_jitter)
         self.split = split
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.cameras = cameras
@@ -111,7 +120,8 @@ class TabletopEnv(gym.Env):
         elif index is None:
             index = int(self.np_random.integers(DEFAULT_LAYOUT_RANGE))
         self.layout_index = int(index)
-        self.layout = scene.sample_layout(scene.layout_seed(split, self.layout_index))
+        layout_seed = scene.layout_seed(split, self.layout_index)
+        self.layout = scene.sample_layout(layout_seed)
 
         mujoco.mj_resetData(self.model, self.data)
         for name, (x, y) in self.layout.xy.items():
@@ -122,6 +132,8 @@ class TabletopEnv(gym.Env):
             else:  # plates and the bowl are static bodies: move them in the model itself
                 self.model.body_pos[self._body[name]] = [x, y, 0.0]
         self._tcp_target = scene.HOME_TCP.copy()
+        if self.start_jitter:  # from the layout's seed: the same layout starts the same way
+            self._tcp_target[:2] += np.random.default_rng([layout_seed, 1]).uniform(-1, 1, 2) * self.start_jitter
         self._quat_target = np.array([1.0, 0.0, 0.0, 0.0])
         self._set_mocap(self._tcp_target, self._quat_target)
         adr = self._gripper_qadr

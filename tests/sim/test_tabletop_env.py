@@ -237,3 +237,34 @@ def test_rendering_speed_loose_lower_bound(env):
     for _ in range(30):
         env.step(action)
     assert 30 / (time.perf_counter() - start) >= 30
+
+
+def test_start_jitter_moves_the_gripper_start_per_layout_and_the_expert_still_succeeds():
+    """env.start_jitter: the start is home + a per-layout offset (same layout, same start; within
+    the bound; z unchanged), set through the env config; the scripted expert copes with it."""
+    from sim.experts import make_expert
+    from sim.experts.evaluate import run_episode
+    from sim.tabletop.scene import HOME_TCP
+
+    cfg = OmegaConf.load("configs/env/tabletop.yaml")
+    assert cfg.start_jitter == 0.0
+    cfg.start_jitter = 0.12
+    env = factory.make_env(cfg, "stack_yellow_on_red", cameras=False).unwrapped
+    starts = []
+    for layout in (0, 1, 0):
+        env.reset(options={"layout": layout})
+        starts.append(env.tcp_pos())
+    assert np.allclose(starts[0], starts[2]) and not np.allclose(starts[0], starts[1])
+    for start in starts:
+        offset = start - HOME_TCP
+        assert np.abs(offset[:2]).max() <= 0.12 + 0.005 and abs(offset[2]) < 0.005
+    assert max(np.linalg.norm(s[:2] - HOME_TCP[:2]) for s in starts) > 0.02
+    expert = make_expert(env)
+    for layout in range(3):
+        assert run_episode(env, expert, {"layout": layout}, seed=layout)[0]
+    env.close()
+    home = factory.make_env(OmegaConf.load("configs/env/tabletop.yaml"), 0, cameras=False).unwrapped
+    home.reset(options={"layout": 1})
+    assert np.allclose(home.tcp_pos(), HOME_TCP, atol=0.005)
+    with pytest.raises(ValueError, match="start_jitter must be in"):
+        TabletopEnv(start_jitter=0.5, cameras=False)
