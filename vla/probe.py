@@ -6,7 +6,10 @@ A multi-task policy can reach a low training loss while ignoring words it has no
 learns the average behaviour of the tasks it cannot tell apart. Closed-loop videos then show it
 going to the wrong object, and the loss curve does not say why. This probe measures it directly:
 
-1. Sample ``frames`` frames of the dataset (seeded; cameras, state and their own task).
+1. Sample ``frames`` frames of the dataset (seeded; cameras, state and their own task);
+   ``frame_index=0`` takes first frames only. Why: later in a demo the gripper's position already
+   tells where it is heading, so a policy can follow it without reading the instruction; at the
+   first frame only the instruction says which object to go to.
 2. For every frame, predict the action chunk under its own instruction and under every other task
    instruction of the dataset, with the flow head's initial noise fixed (zero), so the instruction is
    the only thing that changes.
@@ -105,7 +108,9 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Instruction probe: {report['checkpoint']}",
         "",
-        f"{report['frames']} frames of `{report['dataset']}`, {len(report['tasks'])} instructions. Sensitivity = mean "
+        f"{report['frames']} frames of `{report['dataset']}`"
+        + (f" (each {report['frame_index']} steps into its episode)" if report.get("frame_index") is not None else "")
+        + f", {len(report['tasks'])} instructions. Sensitivity = mean "
         "|change of the action chunk| (normalised units) when the frame's own instruction is replaced; in "
         f"brackets, relative to the mean |action| under the own instruction ({scale:.4f}).",
         "",
@@ -160,7 +165,9 @@ def run(cfg, run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
     policy = loaded.policy
     frames, batch_size = int(cfg.frames), int(cfg.batch_size)
     num_batches = max(1, -(-frames // batch_size))
-    batches = sample_frames(cfg.dataset, policy.config.camera_keys, num_batches, batch_size, int(cfg.seed))
+    at = cfg.get("frame_index")
+    batches = sample_frames(cfg.dataset, policy.config.camera_keys, num_batches, batch_size, int(cfg.seed),
+                            None if at is None else int(at))
     meta = load_metadata(resolve_dataset(cfg.dataset))
     tasks = [str(t) for t in meta.tasks.index]
     report = instruction_sensitivity(policy, loaded.preprocessor, batches, tasks)
@@ -169,7 +176,7 @@ def run(cfg, run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
     own = {"checkpoint", "dataset"}
     args = [f"checkpoint={Path(cfg.checkpoint).absolute()}", f"dataset={Path(cfg.dataset).absolute()}"]
     args += [o for o in overrides if o.split("=", 1)[0] not in own]
-    report.update(checkpoint=str(Path(cfg.checkpoint).absolute()), dataset=str(cfg.dataset),
+    report.update(checkpoint=str(Path(cfg.checkpoint).absolute()), dataset=str(cfg.dataset), frame_index=at,
                   plot=str(run_dir / "instruction_probe.png"), reproduce="vla probe " + " ".join(shlex.quote(a) for a in args))
     plot_matrix(report, report["plot"])
     (run_dir / "instruction_probe.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _policy_helpers import STATS, tiny_policy
+from _policy_helpers import STATS, tiny_config, tiny_policy
 from vla.probe import instruction_sensitivity, single_word_change
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,3 +89,18 @@ def test_vla_probe_cli_on_a_recorded_dataset(tmp_path, tabletop_dataset):
     assert (out / "instruction_probe.png").stat().st_size > 0
     assert "all other pairs" in (out / "instruction_probe.md").read_text()
     assert "vla probe checkpoint=" in proc.stdout and "frames=6" in report["reproduce"]
+
+
+def test_first_frames_only(tabletop_dataset):
+    """frame_index=0 samples first frames only (6 episodes -> at most 6 frames); an index no episode
+    reaches is an error naming it."""
+    from vla.training.data import sample_frames
+
+    cams = list(tiny_config("none").camera_keys)
+    batches = sample_frames(tabletop_dataset, cams, num_batches=4, batch_size=4, frame_index=0)
+    index = torch.cat([b["frame_index"] for b in batches])
+    assert len(index) == 6 and (index == 0).all() and len(torch.cat([b["episode_index"] for b in batches]).unique()) == 6
+    later = torch.cat([b["frame_index"] for b in sample_frames(tabletop_dataset, cams, 2, 4, frame_index=5)])
+    assert (later == 5).all()
+    with pytest.raises(ValueError, match="no episode .* has a frame 100000 steps in"):
+        sample_frames(tabletop_dataset, cams, frame_index=100000)

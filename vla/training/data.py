@@ -133,10 +133,11 @@ def check_features(meta, camera_keys: list[str], state_dim: int | None = None, a
 
 
 def sample_frames(root: str | Path, camera_keys: list[str], num_batches: int = 8, batch_size: int = 8,
-                  seed: int = 0) -> list[dict[str, Any]]:
+                  seed: int = 0, frame_index: int | None = None) -> list[dict[str, Any]]:
     """Collated batches of single frames (cameras float in [0, 1], state, ``task``), not yet preprocessed.
 
-    A seeded sample without replacement, for calibration (``vla prune``) and probing (``vla probe``).
+    A seeded sample without replacement, for calibration (``vla prune``) and probing (``vla probe``);
+    ``frame_index``: only frames that many steps into their episode (0 = first frames).
     """
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from torch.utils.data import default_collate
@@ -147,9 +148,14 @@ def sample_frames(root: str | Path, camera_keys: list[str], num_batches: int = 8
     meta = load_metadata(source)
     check_features(meta, list(camera_keys), where="the checkpoint")
     dataset = LeRobotDataset(source.repo_id, root=source.root, return_uint8=True)
-    n = len(dataset)
-    total = min(n, num_batches * batch_size)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:total].tolist()
+    rows = torch.arange(len(dataset))
+    if frame_index is not None:
+        col = dataset.hf_dataset.with_format("numpy", columns=["frame_index"])[:]["frame_index"]
+        rows = rows[torch.from_numpy(np.asarray(col).reshape(-1) == frame_index)]
+        if not len(rows):
+            raise ValueError(f"no episode of '{source.root}' has a frame {frame_index} steps in")
+    total = min(len(rows), num_batches * batch_size)
+    order = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:total]].tolist()
     batches = []
     for start in range(0, total, batch_size):
         batch = default_collate([dataset[i] for i in order[start : start + batch_size]])
