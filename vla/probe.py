@@ -97,6 +97,37 @@ def instruction_sensitivity(policy, preprocessor, batches: list[dict[str, Any]],
     }
 
 
+@torch.no_grad()
+def keypose_sensitivity(policy, preprocessor, batches: list[dict[str, Any]], tasks: list[str],
+                        targets: torch.Tensor) -> dict[str, float]:
+    """For a policy with a keypose head (``keypose_loss_weight > 0``): how far its keypose prediction
+    is from the truth (``targets`` [rows, 3] m, by the frames' absolute ``index``), and how far a
+    one-word change of the instruction moves it. Low error with a small move = the policy knows
+    where it is going without reading that word (e.g. from where the gripper already is)."""
+    from policies.modeling_vla import KEYPOSE_SCALE
+
+    policy.eval()
+    err = dist = move = 0.0
+    frames = moves = 0
+    for raw in batches:
+        preds = {}
+        for task in tasks:
+            inputs = policy._inputs(preprocessor({**raw, "task": [task] * len(raw["task"])}))
+            cond, _ = policy.model.encode(inputs)
+            preds[task] = policy.model.keypose_head(cond.mean(dim=1)).cpu() * KEYPOSE_SCALE
+        target = targets[raw["index"].long()]
+        for i, own in enumerate(raw["task"]):
+            err += float((preds[own][i] - target[i]).norm())
+            dist += float(target[i].norm())
+            frames += 1
+            for other in tasks:
+                if single_word_change(own, other):
+                    move += float((preds[other][i] - preds[own][i]).norm())
+                    moves += 1
+    return {"error_m": err / max(frames, 1), "target_distance_m": dist / max(frames, 1),
+            "one_word_move_m": move / moves if moves else None}
+
+
 def format_markdown(report: dict[str, Any]) -> str:
     scale = report["action_scale"]
 
@@ -118,6 +149,12 @@ def format_markdown(report: dict[str, Any]) -> str:
         f"- all other pairs: **{fmt(report['mean_other_pairs'])}**",
         "",
     ]
+    kp = report.get("keypose")
+    if kp:
+        move = "-" if kp["one_word_move_m"] is None else f"{100 * kp['one_word_move_m']:.1f} cm"
+        lines += [f"Keypose head (where the gripper acts next): off by {100 * kp['error_m']:.1f} cm on average "
+                  f"(the targets are {100 * kp['target_distance_m']:.1f} cm away); a one-word swap moves it by {move}.",
+                  ""]
     if report["one_word_changes"]:
         lines += ["| word swapped | pairs | sensitivity |", "|---|---|---|"]
         lines += [f"| {k} | {v['pairs']} | {fmt(v['sensitivity'])} |" for k, v in report["one_word_changes"].items()]
@@ -171,6 +208,14 @@ def run(cfg, run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
     meta = load_metadata(resolve_dataset(cfg.dataset))
     tasks = [str(t) for t in meta.tasks.index]
     report = instruction_sensitivity(policy, loaded.preprocessor, batches, tasks)
+    if policy.model.keypose_head is not None:
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        from vla.training.data import WithKeypose
+
+        source = resolve_dataset(cfg.dataset)
+        targets = WithKeypose(None, LeRobotDataset(source.repo_id, root=source.root)).targets
+        report["keypose"] = keypose_sensitivity(policy, loaded.preprocessor, batches, tasks, targets)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     own = {"checkpoint", "dataset"}

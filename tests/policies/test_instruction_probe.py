@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from _policy_helpers import STATS, tiny_config, tiny_policy
-from vla.probe import instruction_sensitivity, single_word_change
+from vla.probe import instruction_sensitivity, keypose_sensitivity, single_word_change
 
 REPO = Path(__file__).resolve().parents[2]
 BOWL = ["put the red cube in the bowl", "put the green cube in the bowl", "put the yellow cube in the bowl"]
@@ -104,3 +104,30 @@ def test_first_frames_only(tabletop_dataset):
     assert (later == 5).all()
     with pytest.raises(ValueError, match="no episode .* has a frame 100000 steps in"):
         sample_frames(tabletop_dataset, cams, frame_index=100000)
+
+
+def test_keypose_probe_measures_error_and_how_far_a_word_moves_the_prediction():
+    """Keypose head: mean error against the targets, and how far a one-word swap moves the
+    prediction; 0 for a word whose embedding equals another's (red<->green), > 0 otherwise."""
+    from policies.processor_vla import make_vla_pre_post_processors
+
+    policy = tiny_policy("compressor_vla", keypose_loss_weight=1.0)
+    pre, _ = make_vla_pre_post_processors(policy.config, dataset_stats=STATS)
+    ids = {w: int(pre({**raw_frames(policy.config, [f"{w}"], 1)[0]})["observation.language.tokens"][0, 0])
+           for w in ("red", "green", "yellow")}
+    with torch.no_grad():
+        emb = policy.model.backbone.lm.embed_tokens.weight
+        emb[ids["green"]] = emb[ids["red"]]
+        emb[ids["yellow"]] = emb[ids["red"]] + 0.5
+        policy.model.keypose_head[-1].weight.mul_(100.0)  # untrained, it predicts ~0: make the words show
+    targets = torch.full((6, 3), 0.1)
+
+    def frames(tasks: list[str]) -> list[dict]:
+        batch = raw_frames(policy.config, tasks)
+        batch[0]["index"] = torch.arange(2 * len(tasks))
+        return batch
+
+    red_green = keypose_sensitivity(policy, pre, frames(BOWL[:2]), BOWL[:2], targets)
+    assert red_green["one_word_move_m"] == 0.0 and red_green["error_m"] > 0
+    assert red_green["target_distance_m"] == pytest.approx(0.1 * 3**0.5, rel=1e-5)
+    assert keypose_sensitivity(policy, pre, frames(BOWL), BOWL, targets)["one_word_move_m"] > 1e-4

@@ -81,6 +81,17 @@ def test_keypose_auxiliary_loss_is_learned_and_its_checkpoint_acts(dataset, tmp_
            "state": rng.normal(size=8).astype(np.float32), "instruction": "put the red cube in the bowl"}
     actions = load_policy(result.checkpoint).infer(obs)["actions"]
     assert actions.shape == (8, 7) and np.isfinite(actions).all()
+    # vla probe reports the keypose head: how far off it is, and how much a one-word swap moves it.
+    from omegaconf import OmegaConf
+
+    from vla.probe import run as probe
+
+    cfg = OmegaConf.create({"checkpoint": str(result.checkpoint), "dataset": str(dataset), "frames": 8,
+                            "batch_size": 4, "seed": 0, "device": "cpu", "threads": 1, "frame_index": 0})
+    keypose = probe(cfg, tmp_path / "probe", [])["keypose"]
+    assert 0 < keypose["error_m"] < 1 and keypose["target_distance_m"] > 0.05
+    assert keypose["one_word_move_m"] is None  # these 3 instructions differ in more than one word
+    assert "Keypose head" in (tmp_path / "probe" / "instruction_probe.md").read_text()
     # Off (the default): no head and no fingerprint key, so checkpoints saved before it still match.
     inputs, outputs = make_features()
     default = VLAConfig(input_features=inputs, output_features=outputs)
