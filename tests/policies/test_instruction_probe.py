@@ -35,18 +35,25 @@ def test_single_word_change():
     assert single_word_change("stack the red cube on the green cube", "stack the green cube on the red cube") is None
 
 
-def test_a_word_the_policy_cannot_tell_apart_measures_zero_and_the_others_do_not():
-    """Give "green" the embedding of "red": red<->green swaps must not move the actions, red<->yellow must."""
+def green_reads_as_red(**overrides):
+    """A tiny compressor_vla policy (+ preprocessor) whose "green" embedding equals "red" and whose
+    "yellow" clearly differs: swapping red<->green cannot change anything it computes."""
     from policies.processor_vla import make_vla_pre_post_processors
 
-    policy = tiny_policy("compressor_vla")
+    policy = tiny_policy("compressor_vla", **overrides)
     pre, _ = make_vla_pre_post_processors(policy.config, dataset_stats=STATS)
     ids = {w: int(pre({**raw_frames(policy.config, [f"{w}"], 1)[0]})["observation.language.tokens"][0, 0])
            for w in ("red", "green", "yellow")}
     with torch.no_grad():
         emb = policy.model.backbone.lm.embed_tokens.weight
         emb[ids["green"]] = emb[ids["red"]]
-        emb[ids["yellow"]] = emb[ids["red"]] + 0.5  # clearly different
+        emb[ids["yellow"]] = emb[ids["red"]] + 0.5
+    return policy, pre
+
+
+def test_a_word_the_policy_cannot_tell_apart_measures_zero_and_the_others_do_not():
+    """Give "green" the embedding of "red": red<->green swaps must not move the actions, red<->yellow must."""
+    policy, pre = green_reads_as_red()
     report = instruction_sensitivity(policy, pre, raw_frames(policy.config, BOWL), BOWL)
     assert report["frames"] == 6 and len(report["pairs"]) == 6
     words = report["one_word_changes"]
@@ -109,16 +116,8 @@ def test_first_frames_only(tabletop_dataset):
 def test_keypose_probe_measures_error_and_how_far_a_word_moves_the_prediction():
     """Keypose head: mean error against the targets, and how far a one-word swap moves the
     prediction; 0 for a word whose embedding equals another's (red<->green), > 0 otherwise."""
-    from policies.processor_vla import make_vla_pre_post_processors
-
-    policy = tiny_policy("compressor_vla", keypose_loss_weight=1.0)
-    pre, _ = make_vla_pre_post_processors(policy.config, dataset_stats=STATS)
-    ids = {w: int(pre({**raw_frames(policy.config, [f"{w}"], 1)[0]})["observation.language.tokens"][0, 0])
-           for w in ("red", "green", "yellow")}
+    policy, pre = green_reads_as_red(keypose_loss_weight=1.0)
     with torch.no_grad():
-        emb = policy.model.backbone.lm.embed_tokens.weight
-        emb[ids["green"]] = emb[ids["red"]]
-        emb[ids["yellow"]] = emb[ids["red"]] + 0.5
         policy.model.keypose_head[-1].weight.mul_(100.0)  # untrained, it predicts ~0: make the words show
     targets = torch.full((6, 3), 0.1)
 
