@@ -285,3 +285,12 @@ def test_a_large_backlog_is_written_in_slices(tmp_path, monkeypatch, capsys):
     assert result.summary["this_run"]["commits"] == 3  # 2 + 2 + 1, all at the end (interval never reached)
     assert sorted(a.dataset_episode for a in read_ledger(result.root) if a.kept) == list(range(5))
     assert "written 5" in capsys.readouterr().err
+
+
+def test_start_jitter_is_part_of_the_dataset_identity_only_when_set():
+    """A dataset recorded from jittered starts must not be appended to from home starts; at 0 the
+    fingerprint is the same as before the option existed."""
+    home = make_plan(compose_config(["env=tabletop"])).fingerprint()
+    jittered = make_plan(compose_config(["env=tabletop", "env.start_jitter=0.12"])).fingerprint()
+    assert "start_jitter" not in home["env_config"]
+    assert jittered["env_config"]["start_jitter"] == 0.12 and jittered != home
