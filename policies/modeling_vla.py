@@ -119,8 +119,16 @@ class VLAPolicy(PreTrainedPolicy):
         target = target.to(cond.device, cond.dtype)
         if target.ndim != 2 or target.shape[1] != 3 or not torch.isfinite(target).all():
             raise ValueError(f"'{KEYPOSE}' must be finite [B, 3] (metres), got {tuple(target.shape)}")
-        pred = self.model.keypose_head(cond.mean(dim=1))
+        pred = self.model.keypose(cond)
         return nn.functional.smooth_l1_loss(pred, target / KEYPOSE_SCALE, reduction="none").mean(dim=1)
+
+    @torch.no_grad()
+    def predict_keypose(self, batch: dict[str, Any]) -> Tensor:
+        """[B, 3] m: where the keypose head expects the gripper to act next, relative to now."""
+        if self.model.keypose_head is None:
+            raise ValueError("this policy has no keypose head (trained with keypose_loss_weight=0)")
+        cond, _ = self.model.encode(self._inputs(batch))
+        return self.model.keypose(cond).float() * KEYPOSE_SCALE
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Any], noise: Tensor | None = None, stage=None, **_) -> Tensor:
@@ -406,6 +414,10 @@ class VLAModel(nn.Module):
             kept = dict(zip(self.config.camera_keys, info["kept"].split([p.shape[1] for p in per_camera], dim=1)))
         info["kept"] = kept
         return hidden[:, -self.config.n_queries :], info
+
+    def keypose(self, cond: Tensor) -> Tensor:
+        """Query outputs [B, Q, Dl] -> the keypose head's prediction [B, 3] in KEYPOSE_SCALE units."""
+        return self.keypose_head(cond.mean(dim=1))
 
     def visual_tokens_per_camera(self) -> int:
         return self.compressor.output_tokens(self.grid)

@@ -104,17 +104,13 @@ def keypose_sensitivity(policy, preprocessor, batches: list[dict[str, Any]], tas
     is from the truth (``targets`` [rows, 3] m, by the frames' absolute ``index``), and how far a
     one-word change of the instruction moves it. Low error with a small move = the policy knows
     where it is going without reading that word (e.g. from where the gripper already is)."""
-    from policies.modeling_vla import KEYPOSE_SCALE
-
     policy.eval()
     err = dist = move = 0.0
     frames = moves = 0
     for raw in batches:
         preds = {}
         for task in tasks:
-            inputs = policy._inputs(preprocessor({**raw, "task": [task] * len(raw["task"])}))
-            cond, _ = policy.model.encode(inputs)
-            preds[task] = policy.model.keypose_head(cond.mean(dim=1)).cpu() * KEYPOSE_SCALE
+            preds[task] = policy.predict_keypose(preprocessor({**raw, "task": [task] * len(raw["task"])})).cpu()
         target = targets[raw["index"].long()]
         for i, own in enumerate(raw["task"]):
             err += float((preds[own][i] - target[i]).norm())
@@ -211,10 +207,10 @@ def run(cfg, run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
     if policy.model.keypose_head is not None:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-        from vla.training.data import WithKeypose
+        from vla.training.data import keypose_table
 
         source = resolve_dataset(cfg.dataset)
-        targets = WithKeypose(None, LeRobotDataset(source.repo_id, root=source.root)).targets
+        targets = keypose_table(LeRobotDataset(source.repo_id, root=source.root))
         report["keypose"] = keypose_sensitivity(policy, loaded.preprocessor, batches, tasks, targets)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -96,6 +96,8 @@ def test_keypose_auxiliary_loss_is_learned_and_its_checkpoint_acts(dataset, tmp_
     inputs, outputs = make_features()
     default = VLAConfig(input_features=inputs, output_features=outputs)
     assert "keypose_head" not in default.architecture() and VLAPolicy(default).model.keypose_head is None
+    with pytest.raises(ValueError, match="no keypose head"):
+        VLAPolicy(default).predict_keypose({})
 
 
 def test_validation_loss_on_held_out_episodes_without_the_frame_cache(dataset, tmp_path):

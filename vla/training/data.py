@@ -221,20 +221,26 @@ def keypose_targets(state: torch.Tensor, action: torch.Tensor, episode: torch.Te
     return out
 
 
+def keypose_table(ds) -> torch.Tensor:
+    """[max index + 1, 3]: :func:`keypose_targets` of a ``LeRobotDataset``'s rows, by absolute ``index``
+    (NaN for rows it does not hold)."""
+    cols = ds.hf_dataset.with_format("numpy", columns=[OBS_STATE, ACTION, "episode_index", "index"])[:]
+    targets = keypose_targets(
+        torch.from_numpy(np.asarray(cols[OBS_STATE], dtype=np.float32)),
+        torch.from_numpy(np.asarray(cols[ACTION], dtype=np.float32)),
+        torch.from_numpy(np.asarray(cols["episode_index"], dtype=np.int64).reshape(-1)),
+    )
+    index = torch.from_numpy(np.asarray(cols["index"], dtype=np.int64).reshape(-1))
+    table = torch.full((int(index.max()) + 1, 3), float("nan"))
+    table[index] = targets
+    return table
+
+
 class WithKeypose(Dataset):
     """Items of ``inner`` plus ``KEYPOSE``, looked up by each item's absolute ``index``."""
 
     def __init__(self, inner: Dataset, ds) -> None:
-        hf = ds.hf_dataset.with_format("numpy", columns=[OBS_STATE, ACTION, "episode_index", "index"])
-        cols = hf[:]
-        action = np.asarray(cols[ACTION], dtype=np.float32)
-        targets = keypose_targets(
-            torch.from_numpy(np.asarray(cols[OBS_STATE], dtype=np.float32)), torch.from_numpy(action),
-            torch.from_numpy(np.asarray(cols["episode_index"], dtype=np.int64).reshape(-1)),
-        )
-        index = np.asarray(cols["index"], dtype=np.int64).reshape(-1)
-        self.targets = torch.full((int(index.max()) + 1, 3), float("nan"))
-        self.targets[torch.from_numpy(index)] = targets
+        self.targets = keypose_table(ds)
         self.inner = inner
 
     def __len__(self) -> int:
