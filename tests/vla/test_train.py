@@ -100,6 +100,25 @@ def test_keypose_auxiliary_loss_is_learned_and_its_checkpoint_acts(dataset, tmp_
         VLAPolicy(default).predict_keypose({})
 
 
+def test_oversample_start_puts_first_frames_in_every_batch(dataset, tmp_path, monkeypatch):
+    from vla.training import loop
+
+    seen: list[list[int]] = []
+    real_step = loop.train_step
+
+    def recording_step(run, batch, step):
+        seen.append(batch["frame_index"].tolist())
+        return real_step(run, batch, step)
+
+    monkeypatch.setattr(loop, "train_step", recording_step)
+    train(small_run(dataset, tmp_path, "train.steps=6", "train.save_every=0",
+                    "data.oversample_start.frames=2", "data.oversample_start.fraction=0.5"))
+    assert len(seen) == 6
+    # 2 of every 4 rows come from frames 0-1; uniform sampling would give ~2/12 of them
+    assert all(sum(f < 2 for f in batch) >= 2 for batch in seen), seen
+    assert all(f < 2 for batch in seen for f in batch[2:]), seen
+
+
 def test_validation_loss_on_held_out_episodes_without_the_frame_cache(dataset, tmp_path):
     cfg = small_run(dataset, tmp_path, "train.steps=2", "data.val_episodes=1", "train.eval_every=2",
                     "train.eval_batches=2", "data.cache=false")
@@ -180,6 +199,8 @@ def test_finetune_with_checkpoint_stats_warns_when_the_data_does_not_fit_them(tm
         (["+model.vision.bogus=1"], TrainConfigError, "model=tiny, compressor=none: bad model.*bogus"),
         (["model.chunk_size=0"], TrainConfigError, "chunk_size must be >= 1"),
         (["model.keypose_loss_weight=-1"], TrainConfigError, "keypose_loss_weight must be >= 0"),
+        (["data.oversample_start.fraction=1.5"], TrainConfigError, "data.oversample_start.fraction=1.5 is out of range"),
+        (["data.oversample_start.frames=-1"], TrainConfigError, "data.oversample_start.frames=-1 is out of range"),
     ],
 )
 def test_bad_input_is_a_clear_error(dataset, tmp_path, overrides, error, match):

@@ -71,6 +71,36 @@ def test_step_sampler_is_a_pure_function_of_seed_step_and_rank():
     assert not set(r0.indices(2)) & set(r1.indices(2))
 
 
+def test_step_sampler_draws_its_focus_rows_from_their_own_stream():
+    focus = [0, 10, 20, 30, 40]
+    full = data.StepBatchSampler(50, 4, seed=3, start_step=0, steps=10, focus=focus, focus_per_batch=2)
+    resumed = data.StepBatchSampler(50, 4, seed=3, start_step=6, steps=10, focus=focus, focus_per_batch=2)
+    assert list(full)[6:] == list(resumed)
+    batches = list(full)
+    assert all(len(b) == 4 and b[2] in focus and b[3] in focus for b in batches)
+    drawn = [i for b in batches for i in b[2:]]  # 20 draws = 4 epochs of the 5 focus rows
+    assert all(sorted(drawn[e * 5:(e + 1) * 5]) == focus for e in range(4))
+    main = [i for b in batches for i in b[:2]]  # the main stream is still a permutation of all rows
+    assert len(set(main)) == len(main)
+    # off (no focus rows per batch) is exactly the sampler without a focus set
+    off = data.StepBatchSampler(50, 4, seed=3, start_step=0, steps=10, focus=focus, focus_per_batch=0)
+    assert list(off) == list(data.StepBatchSampler(50, 4, seed=3, start_step=0, steps=10))
+    with pytest.raises(ValueError, match="focus set is empty"):
+        data.StepBatchSampler(50, 4, 0, 0, 1, focus=[], focus_per_batch=1)
+
+
+def test_start_rows_are_the_first_frames_of_every_episode_whatever_the_dataset_class(source):
+    meta = data.load_metadata(source)
+    episodes = [0, meta.total_episodes - 1]
+    cached = data.make_dataset(source, meta, chunk_size=4, episodes=episodes, cache="true")
+    plain = data.make_dataset(source, meta, chunk_size=4, episodes=episodes, cache="false")
+    wrapped = data.make_dataset(source, meta, chunk_size=4, episodes=episodes, cache="true", keypose=True)
+    rows = data.start_rows(cached, 3)
+    assert rows == data.start_rows(plain, 3) == data.start_rows(wrapped, 3)
+    assert len(rows) == 3 * len(episodes)
+    assert sorted(int(cached[i]["frame_index"]) for i in rows) == [0, 0, 1, 1, 2, 2]
+
+
 def test_augmentation_is_reproducible_and_keeps_shapes():
     images = torch.rand(3, 3, 16, 16)
     out = []

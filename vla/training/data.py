@@ -350,9 +350,22 @@ class FrameCache(Dataset):
 # --------------------------------------------------------------------------------------------------
 # Order and loading
 # --------------------------------------------------------------------------------------------------
-def _permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+def _permutation(seed: int, epoch: int, n: int, stream: int = 0) -> torch.Tensor:
+    entropy = [seed, epoch] if stream == 0 else [seed, epoch, stream]  # stream 0: as before streams existed
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
     return torch.randperm(n, generator=gen)
+
+
+def start_rows(dataset: Dataset, frames: int) -> list[int]:
+    """Rows of ``dataset`` (a ``FrameCache``, a ``LeRobotDataset`` or either wrapped in ``WithKeypose``)
+    whose ``frame_index`` is below ``frames``: the first ``frames`` frames of every episode."""
+    inner = dataset.inner if isinstance(dataset, WithKeypose) else dataset
+    if isinstance(inner, FrameCache):
+        index = inner.frame_index
+    else:
+        cols = inner.hf_dataset.with_format("numpy", columns=["frame_index"])[:]
+        index = torch.from_numpy(np.asarray(cols["frame_index"], dtype=np.int64).reshape(-1))
+    return torch.nonzero(index < frames).flatten().tolist()
 
 
 class StepBatchSampler(Sampler[list[int]]):
@@ -360,24 +373,42 @@ class StepBatchSampler(Sampler[list[int]]):
 
     The samples form one endless stream: epoch ``e`` is a permutation seeded by (seed, e), and step
     ``s`` of process ``rank`` (of ``world``) takes stream positions ``(s*world + rank)*batch + j``.
+
+    ``focus`` (row indices) with ``focus_per_batch`` > 0: that many of every batch's rows come from a
+    second endless stream over ``focus`` alone (epochs seeded by (seed, e, 1)), the rest from the main
+    stream. Why: ``data.oversample_start`` draws the first frames of episodes, the only frames where
+    the instruction alone says where to go, far more often than their share of the data.
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int, start_step: int, steps: int,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, focus: list[int] | None = None, focus_per_batch: int = 0):
         if num_samples < 1:
             raise ValueError("the training set is empty")
+        if focus_per_batch and not focus:
+            raise ValueError("focus_per_batch > 0 but the focus set is empty")
+        if not 0 <= focus_per_batch <= batch_size:
+            raise ValueError(f"focus_per_batch={focus_per_batch} must be in [0, batch_size={batch_size}]")
         self.n, self.batch, self.seed = num_samples, batch_size, seed
         self.start, self.steps, self.rank, self.world = start_step, steps, rank, world
-        self._perm: tuple[int, torch.Tensor] | None = None
+        self.focus, self.k = (list(focus or []), focus_per_batch)
+        self._perms: dict[int, tuple[int, torch.Tensor]] = {}
+
+    def _take(self, stream: int, n: int, per_step: int, step: int) -> list[int]:
+        """``per_step`` positions of step ``step`` in the endless permuted stream over ``range(n)``."""
+        first = (step * self.world + self.rank) * per_step
+        out = []
+        for pos in range(first, first + per_step):
+            epoch, offset = divmod(pos, n)
+            cached = self._perms.get(stream)
+            if cached is None or cached[0] != epoch:
+                cached = self._perms[stream] = (epoch, _permutation(self.seed, epoch, n, stream))
+            out.append(int(cached[1][offset]))
+        return out
 
     def indices(self, step: int) -> list[int]:
-        first = (step * self.world + self.rank) * self.batch
-        out = []
-        for pos in range(first, first + self.batch):
-            epoch, offset = divmod(pos, self.n)
-            if self._perm is None or self._perm[0] != epoch:
-                self._perm = (epoch, _permutation(self.seed, epoch, self.n))
-            out.append(int(self._perm[1][offset]))
+        out = self._take(0, self.n, self.batch - self.k, step)
+        if self.k:
+            out += [self.focus[i] for i in self._take(1, len(self.focus), self.k, step)]
         return out
 
     def __iter__(self):

@@ -265,8 +265,9 @@ def fit(run: Run) -> TrainResult:
     if run.start_step >= s.steps:
         logger.info("already trained to step %d (train.steps=%d): nothing to do", run.start_step, s.steps)
         return result
+    focus, per_batch = _start_focus(run)
     sampler = data.StepBatchSampler(len(run.train_set), s.batch_size, s.seed, run.start_step, s.steps,
-                                    acc.process_index, acc.num_processes)
+                                    acc.process_index, acc.num_processes, focus, per_batch)
     loader = data.make_loader(run.train_set, sampler, _workers(run), pin_memory=acc.device.type == "cuda")
     meter = _Meter(s.batch_size * acc.num_processes)
     bar = tqdm(total=s.steps, initial=run.start_step, desc="train", unit="step", disable=not main,
@@ -299,6 +300,20 @@ def fit(run: Run) -> TrainResult:
         logger.info("done: %d steps, last checkpoint %s", step, result.checkpoint)
     acc.end_training()
     return result
+
+
+def _start_focus(run: Run) -> tuple[list[int], int]:
+    """(rows, how many per batch) for ``data.oversample_start``; ([], 0) when it is off."""
+    o = run.s.oversample_start
+    if o.frames == 0 or o.fraction == 0:
+        return [], 0
+    rows = data.start_rows(run.train_set, o.frames)
+    per_batch = round(o.fraction * run.s.batch_size)
+    if run.acc.is_main_process:
+        logger.info("oversample_start: %d of every %d samples from the first %d frames of each episode "
+                    "(%d rows, %.1f %% of the data)", per_batch, run.s.batch_size, o.frames, len(rows),
+                    100 * len(rows) / len(run.train_set))
+    return rows, per_batch
 
 
 def _workers(run: Run) -> int:

@@ -41,6 +41,12 @@ class Augment:
 
 
 @dataclass
+class OversampleStart:
+    frames: int = 0  # the first N frames of every episode; 0 = off (uniform sampling)
+    fraction: float = 0.25  # share of every batch drawn from them
+
+
+@dataclass
 class TrainSettings:
     dataset: str
     output_dir: str | None
@@ -70,6 +76,7 @@ class TrainSettings:
     num_workers: int
     threads: int  # torch intra-op threads; 0 = torch's default (one per core)
     augment: Augment = field(default_factory=Augment)
+    oversample_start: OversampleStart = field(default_factory=OversampleStart)
     model: dict[str, Any] = field(default_factory=dict)
     compressor: dict[str, Any] = field(default_factory=dict)
     check_init_arch: bool = False  # model/compressor given explicitly with init_from: must match the checkpoint
@@ -118,6 +125,7 @@ def settings_from(cfg: DictConfig, check_init_arch: bool = False) -> TrainSettin
             raise TrainConfigError(f"config key '{key}' is missing (configs/train.yaml defines it)")
     t = cfg.train
     aug = _get(cfg, "data.augment", {}) or {}
+    start = _get(cfg, "data.oversample_start", {}) or {}
     steps = _num("train.steps", t.steps, int, 1)
     s = TrainSettings(
         dataset=str(cfg.dataset),
@@ -151,6 +159,10 @@ def settings_from(cfg: DictConfig, check_init_arch: bool = False) -> TrainSettin
             shift=_num("data.augment.shift", aug.get("shift", 0), int, 0),
             brightness=_num("data.augment.brightness", aug.get("brightness", 0.0), float, 0.0, 1.0),
             contrast=_num("data.augment.contrast", aug.get("contrast", 0.0), float, 0.0, 1.0),
+        ),
+        oversample_start=OversampleStart(
+            frames=_num("data.oversample_start.frames", start.get("frames", 0), int, 0),
+            fraction=_num("data.oversample_start.fraction", start.get("fraction", 0.25), float, 0.0, 1.0),
         ),
         model=OmegaConf.to_container(cfg.model, resolve=True),
         compressor=OmegaConf.to_container(cfg.compressor, resolve=True),
