@@ -119,6 +119,15 @@ def test_oversample_start_puts_first_frames_in_every_batch(dataset, tmp_path, mo
     assert all(f < 2 for batch in seen for f in batch[2:]), seen
 
 
+def test_resuming_with_other_oversampling_warns_that_the_data_order_differs(dataset, tmp_path, caplog):
+    train(small_run(dataset, tmp_path, "train.steps=2"))
+    with caplog.at_level("WARNING", logger="vla.training.loop"):
+        result = train(small_run(dataset, tmp_path, "train.steps=3", "data.oversample_start.frames=2"))
+    assert result.start_step == 2 and result.end_step == 3
+    warned = [r.getMessage() for r in caplog.records if "changed settings" in r.getMessage()]
+    assert warned and "'oversample_start': '[0, 0] -> [2, 1]'" in warned[0], warned
+
+
 def test_validation_loss_on_held_out_episodes_without_the_frame_cache(dataset, tmp_path):
     cfg = small_run(dataset, tmp_path, "train.steps=2", "data.val_episodes=1", "train.eval_every=2",
                     "train.eval_batches=2", "data.cache=false")

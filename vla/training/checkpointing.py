@@ -11,7 +11,7 @@
                 optimizer_state.safetensors, optimizer_param_groups.json
                 scheduler_state.json
                 rng_state.safetensors   python / numpy / torch RNGs
-                training_step.json      {"step", "batch_size", "num_processes", "seed", "data_position"}
+                training_step.json      {"step", "batch_size", "num_processes", "seed", "data_position", ...}
         last -> 000500                  symlink, replaced atomically after a complete write
 
 A checkpoint is written to ``tmp-000500/`` and renamed to ``000500/`` only when every file is on

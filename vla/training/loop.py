@@ -150,7 +150,8 @@ def _policy(s: TrainSettings, meta, resume_from: Path | None):
 
 
 def _warn_changed(state: dict, s: TrainSettings, processes: int, root: str) -> None:
-    now = {"batch_size": s.batch_size, "num_processes": processes, "seed": s.seed, "dataset": root}
+    now = {"batch_size": s.batch_size, "num_processes": processes, "seed": s.seed, "dataset": root,
+           "oversample_start": _oversample_key(s)}
     changed = {k: (state.get(k), v) for k, v in now.items() if k in state and state[k] != v}
     if changed:
         logger.warning("resuming with changed settings %s: the data order differs from an uninterrupted run",
@@ -219,7 +220,7 @@ def save(run: Run, step: int) -> Path | None:
         meta = {
             "batch_size": run.s.batch_size, "num_processes": run.acc.num_processes, "seed": run.s.seed,
             "data_position": step * run.s.batch_size * run.acc.num_processes, "dataset": run.dataset_root,
-            "freeze": run.s.freeze,
+            "freeze": run.s.freeze, "oversample_start": _oversample_key(run.s),
         }
         policy = run.acc.unwrap_model(run.model)
         optimizer = getattr(run.optimizer, "optimizer", run.optimizer)  # accelerate's wrapper -> AdamW
@@ -302,16 +303,22 @@ def fit(run: Run) -> TrainResult:
     return result
 
 
+def _oversample_key(s: TrainSettings) -> list[int]:
+    """[frames, rows per batch] of ``data.oversample_start`` ([0, 0] when off): what the data order depends on."""
+    o = s.oversample_start
+    per_batch = round(o.fraction * s.batch_size) if o.frames else 0
+    return [o.frames, per_batch] if per_batch else [0, 0]
+
+
 def _start_focus(run: Run) -> tuple[list[int], int]:
     """(rows, how many per batch) for ``data.oversample_start``; ([], 0) when it is off."""
-    o = run.s.oversample_start
-    if o.frames == 0 or o.fraction == 0:
+    frames, per_batch = _oversample_key(run.s)
+    if per_batch == 0:
         return [], 0
-    rows = data.start_rows(run.train_set, o.frames)
-    per_batch = round(o.fraction * run.s.batch_size)
+    rows = data.start_rows(run.train_set, frames)
     if run.acc.is_main_process:
         logger.info("oversample_start: %d of every %d samples from the first %d frames of each episode "
-                    "(%d rows, %.1f %% of the data)", per_batch, run.s.batch_size, o.frames, len(rows),
+                    "(%d rows, %.1f %% of the data)", per_batch, run.s.batch_size, frames, len(rows),
                     100 * len(rows) / len(run.train_set))
     return rows, per_batch
 
