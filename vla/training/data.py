@@ -390,7 +390,7 @@ class StepBatchSampler(Sampler[list[int]]):
             raise ValueError(f"focus_per_batch={focus_per_batch} must be in [0, batch_size={batch_size}]")
         self.n, self.batch, self.seed = num_samples, batch_size, seed
         self.start, self.steps, self.rank, self.world = start_step, steps, rank, world
-        self.focus, self.k = (list(focus or []), focus_per_batch)
+        self.focus, self.k = list(focus or []), focus_per_batch
         self._perms: dict[int, tuple[int, torch.Tensor]] = {}
 
     def _take(self, stream: int, n: int, per_step: int, step: int) -> list[int]:
