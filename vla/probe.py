@@ -201,7 +201,8 @@ def run(cfg, run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
     at = cfg.get("frame_index")
     batches = sample_frames(cfg.dataset, policy.config.camera_keys, num_batches, batch_size, int(cfg.seed),
                             None if at is None else int(at))
-    meta = load_metadata(resolve_dataset(cfg.dataset))
+    source = resolve_dataset(cfg.dataset)
+    meta = load_metadata(source)
     tasks = [str(t) for t in meta.tasks.index]
     report = instruction_sensitivity(policy, loaded.preprocessor, batches, tasks)
     if policy.model.keypose_head is not None:
@@ -209,7 +210,6 @@ def run(cfg, run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
 
         from vla.training.data import keypose_table
 
-        source = resolve_dataset(cfg.dataset)
         targets = keypose_table(LeRobotDataset(source.repo_id, root=source.root))
         report["keypose"] = keypose_sensitivity(policy, loaded.preprocessor, batches, tasks, targets)
     run_dir = Path(run_dir)

@@ -150,8 +150,7 @@ def sample_frames(root: str | Path, camera_keys: list[str], num_batches: int = 8
     dataset = LeRobotDataset(source.repo_id, root=source.root, return_uint8=True)
     rows = torch.arange(len(dataset))
     if frame_index is not None:
-        col = dataset.hf_dataset.with_format("numpy", columns=["frame_index"])[:]["frame_index"]
-        rows = rows[torch.from_numpy(np.asarray(col).reshape(-1) == frame_index)]
+        rows = rows[read_columns(dataset, ["frame_index"])["frame_index"] == frame_index]
         if not len(rows):
             raise ValueError(f"no episode of '{source.root}' has a frame {frame_index} steps in")
     total = min(len(rows), num_batches * batch_size)
@@ -196,6 +195,18 @@ def make_dataset(source: DatasetSource, meta, chunk_size: int, episodes: list[in
     return WithKeypose(out, ds) if keypose else out
 
 
+def read_columns(ds, names: list[str]) -> dict[str, torch.Tensor]:
+    """Whole columns of a ``LeRobotDataset``'s rows (its episode selection, in row order) as tensors:
+    ``observation.state`` / ``action`` float32 [N, D], the scalar columns [N] (int64 if integer, else float32)."""
+    cols = ds.hf_dataset.with_format("numpy", columns=names)[:]
+    out = {}
+    for name in names:
+        values = np.asarray(cols[name])
+        values = values.astype(np.int64 if np.issubdtype(values.dtype, np.integer) else np.float32)
+        out[name] = torch.from_numpy(values if name in (OBS_STATE, ACTION) else values.reshape(-1))
+    return out
+
+
 def keypose_targets(state: torch.Tensor, action: torch.Tensor, episode: torch.Tensor) -> torch.Tensor:
     """[N, 3] for N rows (episodes contiguous): the end-effector position (``state[:, :3]``) at the
     episode's next gripper event (a row whose gripper command, ``action[:, -1]``, changes sign),
@@ -224,13 +235,9 @@ def keypose_targets(state: torch.Tensor, action: torch.Tensor, episode: torch.Te
 def keypose_table(ds) -> torch.Tensor:
     """[max index + 1, 3]: :func:`keypose_targets` of a ``LeRobotDataset``'s rows, by absolute ``index``
     (NaN for rows it does not hold)."""
-    cols = ds.hf_dataset.with_format("numpy", columns=[OBS_STATE, ACTION, "episode_index", "index"])[:]
-    targets = keypose_targets(
-        torch.from_numpy(np.asarray(cols[OBS_STATE], dtype=np.float32)),
-        torch.from_numpy(np.asarray(cols[ACTION], dtype=np.float32)),
-        torch.from_numpy(np.asarray(cols["episode_index"], dtype=np.int64).reshape(-1)),
-    )
-    index = torch.from_numpy(np.asarray(cols["index"], dtype=np.int64).reshape(-1))
+    cols = read_columns(ds, [OBS_STATE, ACTION, "episode_index", "index"])
+    targets = keypose_targets(cols[OBS_STATE], cols[ACTION], cols["episode_index"])
+    index = cols["index"]
     table = torch.full((int(index.max()) + 1, 3), float("nan"))
     table[index] = targets
     return table
@@ -262,16 +269,10 @@ class FrameCache(Dataset):
 
     def __init__(self, ds, chunk_size: int, image_size: int | None = None):
         meta = ds.meta
-        hf = ds.hf_dataset.with_format("numpy", columns=[OBS_STATE, ACTION, "episode_index", "frame_index",
-                                                          "timestamp", "index", "task_index"])
-        cols = hf[:]
-        self.state = torch.from_numpy(np.asarray(cols[OBS_STATE], dtype=np.float32))
-        self.action = torch.from_numpy(np.asarray(cols[ACTION], dtype=np.float32))
-        self.episode = torch.from_numpy(np.asarray(cols["episode_index"], dtype=np.int64).reshape(-1))
-        self.frame_index = torch.from_numpy(np.asarray(cols["frame_index"], dtype=np.int64).reshape(-1))
-        self.timestamp = torch.from_numpy(np.asarray(cols["timestamp"], dtype=np.float32).reshape(-1))
-        self.abs_index = torch.from_numpy(np.asarray(cols["index"], dtype=np.int64).reshape(-1))
-        self.task_index = torch.from_numpy(np.asarray(cols["task_index"], dtype=np.int64).reshape(-1))
+        cols = read_columns(ds, [OBS_STATE, ACTION, "episode_index", "frame_index", "timestamp", "index", "task_index"])
+        self.state, self.action = cols[OBS_STATE], cols[ACTION]
+        self.episode, self.frame_index = cols["episode_index"], cols["frame_index"]
+        self.timestamp, self.abs_index, self.task_index = cols["timestamp"], cols["index"], cols["task_index"]
         self.tasks = list(meta.tasks.index)
         self.chunk = chunk_size
         self.camera_keys = list(meta.camera_keys)
@@ -360,11 +361,7 @@ def start_rows(dataset: Dataset, frames: int) -> list[int]:
     """Rows of ``dataset`` (a ``FrameCache``, a ``LeRobotDataset`` or either wrapped in ``WithKeypose``)
     whose ``frame_index`` is below ``frames``: the first ``frames`` frames of every episode."""
     inner = dataset.inner if isinstance(dataset, WithKeypose) else dataset
-    if isinstance(inner, FrameCache):
-        index = inner.frame_index
-    else:
-        cols = inner.hf_dataset.with_format("numpy", columns=["frame_index"])[:]
-        index = torch.from_numpy(np.asarray(cols["frame_index"], dtype=np.int64).reshape(-1))
+    index = inner.frame_index if isinstance(inner, FrameCache) else read_columns(inner, ["frame_index"])["frame_index"]
     return torch.nonzero(index < frames).flatten().tolist()
 
 
