@@ -23,8 +23,8 @@ TABLETOP_PUSH = ["env=tabletop", "tasks=[push_red_left]"]
     ("push_red_left_tiny_cvla", [*TABLETOP_PUSH, "split=heldout"], 10, 8),
     # measured 6/6: the one-layout specialist on its own layout
     ("push_red_left_cvla", [*TABLETOP_PUSH, "env.num_layouts=1", "split=train"], 6, 5),
-    # measured 19/26 (130 episodes: 94/130): all 13 tasks, trained on 80 train layouts of each; held-out layouts
-    ("tabletop_tiny_cvla", ["env=tabletop", "split=heldout"], 2, 17),
+    # measured 22/26 (130 episodes: 108/130): all 13 tasks, trained on 80 train layouts of each; held-out layouts
+    ("tabletop_tiny_cvla", ["env=tabletop", "split=heldout"], 2, 21),
     # measured 4/10 (100 episodes, init states 40-49: 44/100): trained on init states 0-39 of every
     # LIBERO-Spatial task; here init state 40 of each task
     ("libero_spatial_tiny_cvla", ["env=libero_spatial", "env.init_states=[40]"], 1, 3),
