@@ -1,6 +1,6 @@
 """Policy node: camera + state + instruction topics -> ChunkPolicy -> broker -> safety -> commands.
 
-Thin by design (STYLE Do #6): message checks/conversions live in ``conversions.py``, chunk timing in
+Thin by design: message checks/conversions live in ``conversions.py``, chunk timing in
 ``chunk_broker.py``, limits and holds in ``safety_filter.py``; the model is behind the
 ``vla.runtime.ChunkPolicy`` boundary. Inference runs on a worker thread, never on the executor:
 

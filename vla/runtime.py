@@ -1,5 +1,5 @@
-"""The plain-dict boundary where sim/, ros_nodes/ and policies meet (ARCHITECTURE: "observation dict
-in, action chunk out"). Anything that acts implements ``ChunkPolicy``: a trained VLA checkpoint, a
+"""The plain-dict boundary where sim/, ros_nodes/ and policies meet (docs/architecture.md: "observation
+dict in, action chunk out"). Anything that acts implements ``ChunkPolicy``: a trained VLA checkpoint, a
 scripted expert, a remote server. Runners (gym loops, ROS nodes, benchmarks) depend only on this.
 
     obs = {

@@ -53,7 +53,7 @@ def read_through_dataloader(root: Path) -> dict[str, np.ndarray]:
     """Everything in the dataset as numpy, read the way training reads it: LeRobotDataset + DataLoader.
 
     num_workers=0: lerobot's torchcodec reader failed in *forked* DataLoader workers of the process
-    that wrote the dataset (see ENVIRONMENT.md); in-process reading is fine.
+    that wrote the dataset (lerobot 0.6.1 / torchcodec 0.11); in-process reading is fine.
     """
     import torch
 

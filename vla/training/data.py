@@ -419,7 +419,7 @@ class StepBatchSampler(Sampler[list[int]]):
 def make_loader(dataset: Dataset, sampler: Sampler, num_workers: int = 0, mp_context: str = "spawn",
                 pin_memory: bool = False) -> DataLoader:
     """A DataLoader over ``sampler``'s batches. Workers start with ``spawn`` by default: torchcodec in
-    forked workers fails when the parent process has used it (see ENVIRONMENT.md)."""
+    forked workers fails when the parent process has used it (seen with torchcodec 0.11)."""
     workers = num_workers > 0
     return DataLoader(
         dataset,
