@@ -38,6 +38,7 @@ COMMANDS: dict[str, Command] = {
     "profile": Command("vla.profiling:main", "profile", "FLOPs + per-stage latency of the policy per compressor"),
     "prune": Command("vla.prune:main", "prune", "EfficientVLA layer pruning of a checkpoint, calibrated on a dataset"),
     "probe": Command("vla.probe:main", "probe", "does a policy read its instruction? action change per swapped instruction/word"),
+    "results": Command("vla.results:main", "results", "write docs/results.md from the committed eval reports in results/"),
 }
 
 # `vla bench <name>`: benchmarks, each with configs/bench/<name>.yaml.
