@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -249,7 +248,7 @@ def record(eval_json: Path, name: str, results_dir: Path, root: Path = ROOT) -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
-    shutil.move(tmp, out)
+    tmp.replace(out)
     return out
 
 
