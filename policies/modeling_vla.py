@@ -45,6 +45,13 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
 from policies.action_heads import build_action_head
 from policies.backbone import LanguageBackbone, VisionFiLM, build_vision_tower, use_eager_attention
+from policies.checkpoint_files import (
+    POSTPROCESSOR_FILE,
+    PREPROCESSOR_FILE,
+    CheckpointError,
+    check_processor_file,
+    trust_from_env,
+)
 from policies.configuration_vla import VLAConfig
 
 
@@ -57,10 +64,6 @@ ACTION_IS_PAD = "action_is_pad"
 KEYPOSE = "keypose_delta"
 KEYPOSE_SCALE = 0.1
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder that cannot be loaded as asked (mismatch, missing or corrupt file)."""
 
 
 @contextmanager
@@ -204,17 +207,26 @@ class VLAPolicy(PreTrainedPolicy):
 
     @classmethod
     def from_pretrained(
-        cls, pretrained_name_or_path: str | Path, *, config: VLAConfig | None = None, strict: bool = True, **kwargs
+        cls, pretrained_name_or_path: str | Path, *, config: VLAConfig | None = None, strict: bool = True,
+        trust_checkpoint_code: bool | None = None, **kwargs
     ) -> "VLAPolicy":
         """Load a local checkpoint folder; a requested ``config`` must match its architecture.
 
         Raises ``FileNotFoundError`` naming a missing folder/file and ``CheckpointError`` for an
-        architecture mismatch (every differing field, checkpoint vs requested) or a corrupt file.
+        architecture mismatch (every differing field, checkpoint vs requested), a config.json edited
+        away from the architecture recorded in fingerprint.json, a corrupt file, or processor steps
+        that would run code (``UntrustedCheckpointError``; ``trust_checkpoint_code`` defaults to
+        ``$VLA_TRUST_CHECKPOINT_CODE``). The processor files are checked here too because
+        ``lerobot-eval`` loads the weights through this method and the pipelines right after.
         """
         path = Path(pretrained_name_or_path)
         for needed in (path, path / CONFIG_FILE, path / WEIGHTS_FILE):
             if not needed.exists():
                 raise FileNotFoundError(f"VLA checkpoint file not found: '{needed}' (checkpoints are local folders)")
+        trust = trust_from_env() if trust_checkpoint_code is None else trust_checkpoint_code
+        for name in (PREPROCESSOR_FILE, POSTPROCESSOR_FILE):
+            if (path / name).is_file():
+                check_processor_file(path, name, trust_code=trust)
         hub_keys = ("force_download", "resume_download", "proxies", "token", "cache_dir", "local_files_only", "revision")
         for key in hub_keys:
             kwargs.pop(key, None)
@@ -225,10 +237,16 @@ class VLAPolicy(PreTrainedPolicy):
             if not config.input_features:
                 config.input_features, config.output_features = saved.input_features, saved.output_features
             check_architecture(saved, config, where=str(path))
+        # Before any tensor is built: an edited config.json must not surface as a torch size mismatch.
+        _check_fingerprint(path, saved)
         policy = cls(config, load_pretrained_parts=False, **kwargs)
         _check_weights_hash(path)
         state = _read_weights(path / WEIGHTS_FILE)
-        missing, unexpected = policy.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = policy.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shape mismatch in a folder without fingerprint.json
+            raise CheckpointError(f"weights in '{path / WEIGHTS_FILE}' do not fit the architecture in "
+                                  f"'{path / CONFIG_FILE}': {e}") from e
         if strict and (missing or unexpected):
             raise CheckpointError(
                 f"weights in '{path / WEIGHTS_FILE}' do not fit the model: missing {sorted(missing)[:8]}, "
@@ -247,6 +265,26 @@ def _read_config(path: Path, cli_overrides: list[str]) -> VLAConfig:
     if not isinstance(saved, VLAConfig):
         raise CheckpointError(f"'{path}' holds a '{saved.type}' policy, not 'vla'")
     return saved
+
+
+def _check_fingerprint(path: Path, saved: VLAConfig) -> None:
+    """config.json must describe the architecture recorded (with the weights) in fingerprint.json."""
+    fp_file = path / FINGERPRINT_FILE
+    if not fp_file.is_file():
+        return
+    try:
+        recorded = json.loads(fp_file.read_text()).get("architecture") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint fingerprint '{fp_file}' is corrupt: {e}") from e
+    # Field by field on the fields both know (a later version may add fields).
+    current = json.loads(json.dumps(saved.architecture(), default=str))
+    diffs = [f"{k}: fingerprint {recorded[k]!r} != config {current[k]!r}"
+             for k in sorted(recorded.keys() & current.keys()) if recorded[k] != current[k]]
+    if diffs:
+        raise CheckpointError(
+            f"'{path / CONFIG_FILE}' does not match the architecture recorded with the weights in "
+            f"'{fp_file}' (the folder was edited or mixed): " + "; ".join(diffs)
+        )
 
 
 def _sha256(file: Path) -> str:

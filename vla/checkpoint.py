@@ -13,7 +13,9 @@ A checkpoint is one folder, the same layout lerobot-train writes under
 
 ``load_checkpoint`` raises ``FileNotFoundError`` naming a missing file, ``CheckpointError`` naming
 every architecture/compressor field that differs from a requested config
-(``backbone.num_layers: checkpoint 4 != requested 6``) and ``CheckpointError`` for corrupt files.
+(``backbone.num_layers: checkpoint 4 != requested 6``) or from fingerprint.json, ``CheckpointError``
+for corrupt files and unusable normalisation stats, and ``UntrustedCheckpointError`` for a
+processor step vla did not write (checkpoints are data, not code: policies/checkpoint_files.py).
 """
 
 from __future__ import annotations
@@ -24,21 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import policies.processor_vla  # noqa: F401  (registers the processor steps saved checkpoints name)
-from policies.configuration_vla import VLAConfig, config_from_dict, make_features
-from policies.modeling_vla import (
-    CONFIG_FILE,
-    FINGERPRINT_FILE,
-    WEIGHTS_FILE,
+from policies.checkpoint_files import (
+    POSTPROCESSOR_FILE,
+    PREPROCESSOR_FILE,
     CheckpointError,
-    VLAPolicy,
+    UntrustedCheckpointError,
+    check_normalizer_stats,
+    check_processor_files,
+    trust_from_env,
 )
-
-PREPROCESSOR_FILE = "policy_preprocessor.json"
-POSTPROCESSOR_FILE = "policy_postprocessor.json"
+from policies.configuration_vla import VLAConfig, config_from_dict, make_features
+from policies.modeling_vla import CONFIG_FILE, FINGERPRINT_FILE, WEIGHTS_FILE, VLAPolicy
 
 __all__ = [
     "CheckpointError",
     "LoadedCheckpoint",
+    "UntrustedCheckpointError",
     "build_config",
     "build_policy",
     "load_checkpoint",
@@ -118,32 +121,20 @@ def read_fingerprint(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint fingerprint '{file}' is corrupt: {e}") from e
 
 
-def _processor_files(path: Path, name: str) -> list[Path]:
-    """The processor json and every state file it references (all must exist)."""
-    cfg_file = path / name
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"VLA checkpoint file not found: '{cfg_file}'")
-    try:
-        steps = json.loads(cfg_file.read_text()).get("steps", [])
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint processor config '{cfg_file}' is corrupt: {e}") from e
-    files = [path / s["state_file"] for s in steps if "state_file" in s]
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"VLA checkpoint file not found: '{f}' (referenced by {cfg_file.name})")
-    return files
-
-
 def load_checkpoint(
     path: str | Path,
     config: VLAConfig | None = None,
     device: str | None = None,
     processors: bool = True,
+    trust_checkpoint_code: bool | None = None,
 ) -> LoadedCheckpoint:
-    """Load policy (+ processors) from a folder; ``config`` (optional) must match its architecture."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Load policy (+ processors) from a folder; ``config`` (optional) must match its architecture.
 
+    Every check runs before anything from the folder is built: processor steps (only those vla
+    writes, unless ``trust_checkpoint_code``), state files inside the folder, normalisation stats,
+    config.json against fingerprint.json, then the weights. ``trust_checkpoint_code=None`` reads
+    ``$VLA_TRUST_CHECKPOINT_CODE`` (what `vla <command> trust_checkpoint_code=true` sets).
+    """
     from lerobot.policies.factory import make_pre_post_processors
 
     path = Path(path)
@@ -152,30 +143,15 @@ def load_checkpoint(
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"VLA checkpoint file not found: '{path / name}'")
-    state_files: list[Path] = []
+    trust = trust_from_env() if trust_checkpoint_code is None else trust_checkpoint_code
     if processors:
-        state_files = _processor_files(path, PREPROCESSOR_FILE) + _processor_files(path, POSTPROCESSOR_FILE)
-    for f in state_files:
-        try:
-            load_file(str(f))
-        except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-            raise CheckpointError(f"checkpoint processor state '{f}' is corrupt or truncated: {e}") from e
+        check_normalizer_stats(check_processor_files(path, trust_code=trust))
 
     overrides = [f"--device={device}"] if device else []
     if config is not None and device:
         config.device = device
-    policy = VLAPolicy.from_pretrained(path, config=config, cli_overrides=overrides)
-    if (path / FINGERPRINT_FILE).is_file():
-        # Compare field by field on the fields both know (a later version may add fields).
-        recorded = read_fingerprint(path).get("architecture") or {}
-        current = json.loads(json.dumps(policy.config.architecture(), default=str))
-        diffs = [f"{k}: {recorded[k]!r} != {current[k]!r}" for k in recorded.keys() & current.keys()
-                 if recorded[k] != current[k]]
-        if diffs:
-            raise CheckpointError(
-                f"'{path / FINGERPRINT_FILE}' does not match the architecture in '{path / CONFIG_FILE}' "
-                f"(the folder was edited or mixed): " + "; ".join(sorted(diffs))
-            )
+    policy = VLAPolicy.from_pretrained(path, config=config, cli_overrides=overrides,
+                                       trust_checkpoint_code=trust)
     pre = post = None
     if processors:
         dev = {"device_processor": {"device": policy.config.device}}

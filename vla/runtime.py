@@ -396,7 +396,7 @@ def checkpoint_type(checkpoint: str | Path) -> str:
 
 
 def load_policy(checkpoint: str | Path, device: str = "cpu", accel: Any = None,
-                **overrides: Any) -> VLAChunkPolicy | LeRobotChunkPolicy:
+                trust_checkpoint_code: bool | None = None, **overrides: Any) -> VLAChunkPolicy | LeRobotChunkPolicy:
     """Load a saved checkpoint folder as a ChunkPolicy: a VLA one (vla/checkpoint.py layout) or any
     other lerobot policy saved by `lerobot-train` (``.../checkpoints/<step>/pretrained_model``).
 
@@ -405,6 +405,9 @@ def load_policy(checkpoint: str | Path, device: str = "cpu", accel: Any = None,
     rejected with every difference named. ``accel`` is an acceleration preset (a name such as
     "fast", or its config; vla/accel.py) applied after loading, VLA checkpoints only. Raises
     FileNotFoundError naming a missing folder/file, ValueError for a folder that is not a policy.
+    Checkpoints are data, not code: a processor step vla did not write is refused
+    (``UntrustedCheckpointError``) unless ``trust_checkpoint_code`` (default: the
+    ``$VLA_TRUST_CHECKPOINT_CODE`` env var, set by `vla <command> trust_checkpoint_code=true`).
     """
     path = Path(checkpoint).expanduser()
     kind = checkpoint_type(path)
@@ -412,7 +415,7 @@ def load_policy(checkpoint: str | Path, device: str = "cpu", accel: Any = None,
         if accel is not None:
             raise ValueError(f"acceleration presets (accel={_accel_name(accel)}) apply to VLA checkpoints only; "
                              f"'{path}' is a lerobot '{kind}' policy. Evaluate it with accel=none.")
-        return _load_lerobot_policy(path, kind, device, overrides)
+        return _load_lerobot_policy(path, kind, device, overrides, trust_checkpoint_code)
 
     from vla.checkpoint import load_checkpoint
 
@@ -421,7 +424,7 @@ def load_policy(checkpoint: str | Path, device: str = "cpu", accel: Any = None,
         from lerobot.configs import PreTrainedConfig
 
         config = PreTrainedConfig.from_pretrained(path, cli_overrides=_cli_overrides(overrides))
-    loaded = load_checkpoint(path, config=config, device=device)
+    loaded = load_checkpoint(path, config=config, device=device, trust_checkpoint_code=trust_checkpoint_code)
     policy = loaded.policy
     if accel is not None:
         from vla.accel import accelerate
@@ -434,15 +437,26 @@ def _accel_name(accel: Any) -> str:
     return str(accel.get("name", accel)) if hasattr(accel, "get") else str(accel)
 
 
-def _load_lerobot_policy(path: Path, kind: str, device: str, overrides: dict[str, Any]) -> LeRobotChunkPolicy:
+def _load_lerobot_policy(path: Path, kind: str, device: str, overrides: dict[str, Any],
+                         trust_checkpoint_code: bool | None = None) -> LeRobotChunkPolicy:
     """What `lerobot-eval --policy.path=<path>` loads (policy class of the config's type, weights,
-    saved processors with the device overridden), strict about missing or unexpected weights."""
+    saved processors with the device overridden), strict about missing or unexpected weights; the
+    same processor-step, state-file and stats checks as a vla checkpoint run first."""
+    from safetensors import SafetensorError
+
     from lerobot.configs import PreTrainedConfig
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+    from policies.checkpoint_files import (
+        CheckpointError,
+        check_normalizer_stats,
+        check_processor_files,
+        trust_from_env,
+    )
 
-    for name in ("model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json"):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"lerobot checkpoint file not found: '{path / name}'")
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"lerobot checkpoint file not found: '{path / 'model.safetensors'}'")
+    trust = trust_from_env() if trust_checkpoint_code is None else trust_checkpoint_code
+    check_normalizer_stats(check_processor_files(path, trust_code=trust), allow_zero_std=True)
     try:
         policy_cls = get_policy_class(kind)
     except (ValueError, KeyError) as e:
@@ -451,7 +465,11 @@ def _load_lerobot_policy(path: Path, kind: str, device: str, overrides: dict[str
     if getattr(config, "pretrained_backbone_weights", None):
         # The trained backbone is in model.safetensors: do not fetch the ImageNet init just to overwrite it.
         config.pretrained_backbone_weights = None
-    policy = policy_cls.from_pretrained(path, config=config, strict=True)
+    try:
+        policy = policy_cls.from_pretrained(path, config=config, strict=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:  # corrupt, truncated or mismatched
+        raise CheckpointError(f"cannot load the weights '{path / 'model.safetensors'}' of this '{kind}' "
+                              f"checkpoint (corrupt, truncated or not matching its config.json): {e}") from e
     pre, post = make_pre_post_processors(config, pretrained_path=str(path),
                                          preprocessor_overrides={"device_processor": {"device": device}})
     return LeRobotChunkPolicy(policy, pre, post, checkpoint=path)

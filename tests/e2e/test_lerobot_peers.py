@@ -136,3 +136,15 @@ def test_lerobot_checkpoint_errors_are_clear(act_checkpoint):
     h, w = hw
     with pytest.raises(ValueError, match=rf"trained on \({h}, {w}\).*env.image_size=\[{h},{w}\]"):
         policy.infer(obs(0, (2 * h, 2 * w)))
+
+
+def test_lerobot_checkpoint_with_garbage_weights_names_the_file(act_checkpoint, tmp_path):
+    import shutil
+
+    from policies.checkpoint_files import CheckpointError
+    from vla.runtime import load_policy
+
+    ckpt = Path(shutil.copytree(act_checkpoint[0], tmp_path / "act"))
+    (ckpt / "model.safetensors").write_bytes(b"\x00garbage, not a safetensors file" * 64)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors' of this 'act' checkpoint"):
+        load_policy(ckpt)

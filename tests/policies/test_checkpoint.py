@@ -128,5 +128,5 @@ def test_corrupt_config_and_edited_fingerprint(saved, tmp_path):
     fp = json.loads((path2 / "fingerprint.json").read_text())
     fp["architecture"]["backbone.hidden_size"] = 128
     (path2 / "fingerprint.json").write_text(json.dumps(fp))
-    with pytest.raises(CheckpointError, match=r"does not match the architecture .* backbone.hidden_size: 128 != 64"):
+    with pytest.raises(CheckpointError, match=r"does not match the architecture .* backbone.hidden_size: fingerprint 128 != config 64"):
         load_checkpoint(path2)

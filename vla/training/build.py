@@ -122,7 +122,14 @@ def _normalizer_stats(preprocessor) -> dict:
 def _processors_with_stats(path: Path, config, stats: dict, device: str):
     """The checkpoint's processors (same tokenizer) with ``stats`` for (un)normalisation."""
     from lerobot.policies.factory import make_pre_post_processors
+    from policies.checkpoint_files import check_processor_files
+    from policies.processor_vla import floor_std
 
+    check_processor_files(path)  # load_checkpoint checked it already; this loader must not trust it either
+
+    # Floored like a new policy's stats (make_vla_pre_post_processors): a dimension that never
+    # moves in the new dataset must not get std 0 (found by the stats check at load).
+    stats = floor_std(stats)
     feats = {**config.input_features, **config.output_features}
     norm = config.normalization_mapping
     pre_over = {
