@@ -46,6 +46,8 @@ import math
 import multiprocessing as mp
 import os
 import shlex
+import signal
+import sys
 import threading
 import time
 import zlib
@@ -74,6 +76,7 @@ from sim.dataset import (
     stage_episode,
 )
 from sim.spaces import CAMERAS, validate_action
+from vla.training.settings import number  # the one "key=value must be an integer in [a, b]" check
 
 STEP_GUARD = 10_000  # hard cap on steps if an env never truncates (max_steps=null)
 # Env config keys that select what to run rather than what an episode is: not part of the fingerprint.
@@ -158,28 +161,26 @@ def make_plan(cfg: DictConfig) -> CollectPlan:
     suite = env_cfg.get("suite")
     if suite not in SUITES:
         raise ValueError(f"env.suite '{suite}' is not a known suite. Valid suites: {', '.join(SUITES)}")
-    for key, minimum in (("episodes_per_task", 1), ("workers", 0)):
-        if int(cfg[key]) < minimum:
-            raise ValueError(f"{key} must be >= {minimum}, got {cfg[key]}")
-    n = int(cfg.episodes_per_task)
+    n = number("episodes_per_task", cfg.episodes_per_task, int, 1)
+    image_size = env_image_size(env_cfg)
     plan = CollectPlan(
         env_cfg=OmegaConf.to_container(env_cfg, resolve=True),
         env_name=str(suite),
         tasks=select_tasks(cfg.get("tasks"), task_names(env_cfg)),
         episodes_per_task=n,
-        max_attempts_per_task=int(cfg.max_attempts_per_task or 2 * n + 10),
-        workers=int(cfg.workers),
+        max_attempts_per_task=number("max_attempts_per_task", cfg.max_attempts_per_task or 2 * n + 10, int, 1),
+        workers=number("workers", cfg.workers, int, 0),
         keep_failed=bool(cfg.keep_failed),
-        seed=int(cfg.seed),
+        seed=number("seed", cfg.seed, int, 0),
         root=Path(cfg.root or f"outputs/datasets/{suite}").absolute(),
         repo_id=str(cfg.repo_id or default_repo_id(str(suite))),
         fps=_env_fps(env_cfg),
-        image_size=image_size_of(env_cfg),
+        image_size=image_size,
         expert=str(cfg.expert),
         expert_kwargs=plain_dict(cfg.get("expert_kwargs")),
         action_label=str(cfg.get("action_label", "executed")),
-        max_steps=int(cfg.max_steps) if cfg.get("max_steps") else None,
-        commit_interval_s=float(cfg.commit_interval_s),
+        max_steps=number("max_steps", cfg.max_steps, int, 1) if cfg.get("max_steps") else None,
+        commit_interval_s=number("commit_interval_s", cfg.commit_interval_s, float, 0.0),
         compact=bool(cfg.compact),
         videos=bool(cfg.videos),
     )
@@ -189,6 +190,20 @@ def make_plan(cfg: DictConfig) -> CollectPlan:
         raise ValueError(f"max_attempts_per_task ({plan.max_attempts_per_task}) < episodes_per_task ({n})")
     plan.features = dataset_features(plan.image_size)
     return plan
+
+
+def env_image_size(env_cfg: Any) -> tuple[int, int]:
+    """``env.image_size`` (an int or [height, width]) as positive ints, named when it is not
+    (``env.image_size=0`` used to fail deep inside torch, after the env was built)."""
+    if "image_size" not in env_cfg:
+        return image_size_of(env_cfg)  # its default
+    value = env_cfg.get("image_size")
+    sizes = value if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else [value]
+    if value is None or len(sizes) not in (1, 2):
+        raise ValueError(f"env.image_size={value!r} must be an integer or [height, width]")
+    for size in sizes:
+        number("env.image_size", size, int, 1, 4096)
+    return image_size_of(env_cfg)
 
 
 # ── one episode ────────────────────────────────────────────────────────────────────────────
@@ -260,7 +275,29 @@ def record_episode(
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(settings: dict) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker when `vla collect` ends, however it ends. A SIGKILLed parent used to leave its
+    workers running the jobs still queued in their pipe, staging episodes for nobody (and, since
+    they hold its pipe, the multiprocessing resource tracker alive with them)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: the kernel sends the signal when the parent dies
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:  # elsewhere (and as a backstop): notice being re-parented
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init_worker(settings: dict, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import sim  # noqa: F401  (registers the gym ids)
@@ -427,7 +464,7 @@ def _run_serial(run: _Run, settings: dict) -> None:
 def _run_parallel(run: _Run, settings: dict, workers: int) -> None:
     # spawn, not fork: MuJoCo/EGL contexts and torch threads do not survive a fork.
     pool = ProcessPoolExecutor(
-        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(settings,)
+        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(settings, os.getpid())
     )
     futures: dict[Future, tuple[str, int]] = {}
     ok = False
@@ -465,10 +502,12 @@ class CollectResult:
     wall_s: float
 
 
-def collect(cfg: DictConfig, run_dir: str | Path, command: str | None = None) -> CollectResult:
-    """Run a collection as described in the module docstring; returns paths and the summary."""
+def collect(cfg: DictConfig, run_dir: str | Path, command: str | None = None,
+            plan: CollectPlan | None = None) -> CollectResult:
+    """Run a collection as described in the module docstring; returns paths and the summary.
+    ``plan``: ``make_plan(cfg)`` when the caller validated it already."""
     logging.getLogger("lerobot").setLevel(logging.WARNING)  # per-episode INFO lines drown the bar
-    plan = make_plan(cfg)
+    plan = plan or make_plan(cfg)
     run_dir = Path(run_dir)
     command = command or reproduce_command(plan)
     store = DatasetStore(plan.root, plan.repo_id, plan.fps, plan.features, plan.fingerprint())
@@ -540,7 +579,11 @@ def main(cfg: DictConfig) -> None:
 
     hc = HydraConfig.get()
     command = "vla collect " + " ".join(shlex.quote(o) for o in hc.overrides.task)
-    collect(cfg, hc.runtime.output_dir, command)
+    try:
+        plan = make_plan(cfg)
+    except ValueError as e:  # a bad value, named in the message: one line, no traceback
+        raise SystemExit(f"vla collect: error: {e}") from None
+    collect(cfg, hc.runtime.output_dir, command, plan)
 
 
 # ── summary, videos, report ────────────────────────────────────────────────────────────────

@@ -94,13 +94,38 @@ def resolve(argv: list[str]) -> tuple[Command, list[str]]:
     return COMMANDS[name], rest
 
 
+def _call(module_name: str, func_name: str, cfg) -> object:
+    """Import the command only now, after Hydra composed and checked the config: a typo
+    (`model=tinyy`) or `--cfg job` / `--help` answers without importing torch (that took 8-12 s).
+    A run that fails before writing anything leaves no run dir (vla/run_dir.py)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return getattr(importlib.import_module(module_name), func_name)(cfg)
+    except BaseException as e:
+        if not (isinstance(e, SystemExit) and e.code in (None, 0)):
+            from vla.run_dir import remove_if_unused
+
+            hc = HydraConfig.get()
+            remove_if_unused(hc.runtime.output_dir, hc.job.name)
+        raise
+
+
 def run(command: Command, overrides: list[str]) -> None:
     import hydra
 
+    import vla.run_dir  # noqa: F401  (the resolver and callback configs/hydra/default.yaml names)
+
     module_name, func_name = command.target.split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
     config_path = str(CONFIG_DIR / Path(command.config).parent)
-    task = hydra.main(config_path=config_path, config_name=Path(command.config).name, version_base="1.3")(func)
+
+    def task_function(cfg):
+        return _call(module_name, func_name, cfg)
+
+    # Hydra names the job (outputs/<name>/, <name>.log) after the task function's module.
+    task_function.__module__ = module_name
+    task = hydra.main(config_path=config_path, config_name=Path(command.config).name,
+                      version_base="1.3")(task_function)
     # Hydra reads sys.argv; give it only the overrides.
     sys.argv = [f"vla {command.config}", *overrides]
     task()

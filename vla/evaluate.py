@@ -109,12 +109,21 @@ class EvalPlan:
 
 def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
     """Check the composed config; every error names the bad value and what is valid."""
-    from sim.collect import plain_dict
+    from sim.collect import env_image_size, plain_dict
     from sim.factory import SUITES, select_tasks, task_names
+    from vla.training.settings import check_device, number
 
+    # Plain values first: each error names its key, and nothing slow has started yet.
+    episodes = number("episodes", cfg.episodes, int, 1)
+    num_envs = number("num_envs", cfg.num_envs, int, 1)
+    replan = None if cfg.get("replan") is None else number("replan", cfg.replan, int, 1)
+    seed = number("seed", cfg.seed, int, 0)
+    threads = None if cfg.get("threads") is None else number("threads", cfg.threads, int, 1)
+    videos = number("video_episodes", cfg.video_episodes, int, 0) if cfg.video else 0
     env_cfg = OmegaConf.create(OmegaConf.to_container(cfg.env, resolve=True))
     if env_cfg.get("suite") not in SUITES:
         raise ValueError(f"env.suite '{env_cfg.get('suite')}' is not a known suite. Valid suites: {', '.join(SUITES)}")
+    env_image_size(env_cfg)
     if cfg.get("split") is not None and "split" in env_cfg:
         env_cfg.split = cfg.split
     requested = cfg.get("tasks")
@@ -138,23 +147,19 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
         if missing:  # caught here, not minutes later inside every worker
             raise FileNotFoundError(f"checkpoint '{path}' is incomplete: missing {', '.join(missing)}")
         checkpoint = str(path)
-    for key, low in (("episodes", 1), ("num_envs", 1)):
-        if int(cfg[key]) < low:
-            raise ValueError(f"{key} must be >= {low}, got {cfg[key]}")
-    if cfg.get("replan") is not None and int(cfg.replan) < 1:
-        raise ValueError(f"replan must be >= 1 (actions executed per chunk) or null, got {cfg.replan}")
-    videos = int(cfg.video_episodes) if cfg.video else 0
+    # Baselines run no torch; a checkpoint on a missing GPU fails here, not wrapped in a load error.
+    device = str(cfg.device) if checkpoint in BASELINES else check_device(cfg.device)
     return EvalPlan(
         checkpoint=checkpoint,
         env_cfg=OmegaConf.to_container(env_cfg),
         env_name=str(env_cfg.suite),
         tasks=tasks,
-        episodes=int(cfg.episodes),
-        num_envs=min(int(cfg.num_envs), len(tasks) * int(cfg.episodes)),
-        replan=None if cfg.get("replan") is None else int(cfg.replan),
-        seed=int(cfg.seed),
-        device=str(cfg.device),
-        threads=None if cfg.get("threads") is None else int(cfg.threads),
+        episodes=episodes,
+        num_envs=min(num_envs, len(tasks) * episodes),
+        replan=replan,
+        seed=seed,
+        device=device,
+        threads=threads,
         policy_overrides=plain_dict(cfg.get("policy")),
         accel=plain_dict(cfg.get("accel")) if (cfg.get("accel") or {}).get("name", "none") != "none" else None,
         video_episodes=videos,
@@ -200,8 +205,7 @@ def _seed_everything(seed: int) -> None:
 def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) -> EpisodeResult:
     """Roll out one episode; records frames only for the first ``video_episodes`` episodes."""
     from sim.factory import reset_options
-    from sim.spaces import CAMERAS
-    from vla.runtime import check_actions, obs_from_env
+    from vla.runtime import check_actions, env_embodiment, obs_from_env
 
     started = time.perf_counter()
     seed = episode_seed(plan.seed, task, episode)
@@ -211,12 +215,12 @@ def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) 
     policy.reset()
     instruction = str(info.get("task") or getattr(env.unwrapped, "task_description", task))
     record = episode < plan.video_episodes
-    frames: dict[str, list[np.ndarray]] = {cam: [obs["pixels"][cam].copy()] for cam in CAMERAS} if record else {}
+    robot = env_embodiment(env)
+    frames: dict[str, list[np.ndarray]] = {cam: [obs["pixels"][cam].copy()] for cam in robot.camera_names} if record else {}
     replan = plan.replan or getattr(policy, "n_action_steps", None)
     observe = getattr(policy, "observe", None)  # policies with an observation history see every frame
     latencies, stages, tokens = [], {}, []
     steps, success, done = 0, False, False
-    low, high = env.action_space.low, env.action_space.high
     while not done and steps < STEP_GUARD:
         start = time.perf_counter()
         out = policy.infer(obs_from_env(obs, instruction))
@@ -224,13 +228,13 @@ def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) 
         for name, ms in (out.get("timing_ms") or {}).items():
             stages[name] = stages.get(name, 0.0) + float(ms)
         tokens.append(int(out.get("visual_tokens") or 0))
-        chunk = check_actions(out["actions"], low, high)
+        chunk = check_actions(out["actions"], getattr(policy, "embodiment", None) or robot)
         executed = chunk[: replan or len(chunk)]
         for j, action in enumerate(executed):
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
             if record:
-                for cam in CAMERAS:
+                for cam in robot.camera_names:
                     frames[cam].append(obs["pixels"][cam].copy())
             if terminated or truncated:
                 success, done = bool(info.get("is_success", False)), True
@@ -285,17 +289,46 @@ def _close_worker() -> None:
     _WORKER.update(task=None, env=None)
 
 
-def _worker_policy(env: Any) -> Any:
+class PolicyLoadError(ValueError):
+    """The checkpoint does not load (missing/corrupt/mismatched file, bad override): one line to the user."""
+
+
+def _loaded_policy() -> Any:
+    """This process's copy of the checkpoint's policy (loaded once)."""
+    plan: EvalPlan = _WORKER["plan"]
+    if _WORKER["policy"] is None:
+        from vla.runtime import load_policy
+
+        try:
+            _WORKER["policy"] = load_policy(plan.checkpoint, plan.device, accel=plan.accel, **plan.policy_overrides)
+        except Exception as e:
+            # CheckpointError is a ValueError; draccus wraps config errors in chained ParsingErrors.
+            if not isinstance(e, (FileNotFoundError, ValueError)) and not type(e).__module__.startswith("draccus"):
+                raise
+            raise PolicyLoadError(f"cannot load checkpoint '{plan.checkpoint}': {_cause_message(e)}") from e
+    return _WORKER["policy"]
+
+
+def _cause_message(e: BaseException) -> str:
+    """The most specific message of a cause chain: the deepest draccus error (it names the config
+    field: "`n_action_steps`: Couldn't parse 'abc' into an int"), else the root cause's."""
+    chain = [e]
+    while (nxt := e.__cause__ or (None if e.__suppress_context__ else e.__context__)) is not None:
+        chain.append(e := nxt)
+    for err in reversed(chain):
+        if type(err).__module__.startswith("draccus"):
+            return str(err)
+    root = chain[-1]
+    return str(root) if isinstance(root, (ValueError, FileNotFoundError)) else f"{type(root).__name__}: {root}"
+
+
+def _bound_policy(env: Any) -> Any:
     plan: EvalPlan = _WORKER["plan"]
     if plan.checkpoint in BASELINES:  # bound to this env (the expert reads its privileged state)
         from vla.runtime import ExpertPolicy, RandomPolicy
 
         return ExpertPolicy(env) if plan.checkpoint == EXPERT else RandomPolicy(env)
-    if _WORKER["policy"] is None:
-        from vla.runtime import load_policy
-
-        _WORKER["policy"] = load_policy(plan.checkpoint, plan.device, accel=plan.accel, **plan.policy_overrides)
-    return _WORKER["policy"]
+    return _loaded_policy()
 
 
 def _worker_job(task: str, episode: int) -> EpisodeResult:
@@ -304,8 +337,20 @@ def _worker_job(task: str, episode: int) -> EpisodeResult:
         from sim.factory import make_env
 
         _close_worker()
+        if plan.checkpoint not in BASELINES:
+            # Before the env: a checkpoint that does not load fails in seconds, with no GL
+            # context to tear down (that printed two EGL tracebacks after the error).
+            _loaded_policy()
         env = make_env(OmegaConf.create(plan.env_cfg), task, cameras=True)
-        _WORKER.update(task=task, env=env, bound=_worker_policy(env))
+        bound = _bound_policy(env)
+        from vla.runtime import check_compatible, env_embodiment
+
+        try:  # a policy for another robot: every differing field named, before an episode runs
+            check_compatible(bound, env_embodiment(env), where=f"env {plan.env_cfg.get('suite')} ({task})")
+        except ValueError as e:
+            env.close()
+            raise PolicyLoadError(str(e)) from e
+        _WORKER.update(task=task, env=env, bound=bound)
     return run_episode(_WORKER["env"], _WORKER["bound"], plan, task, episode)
 
 
@@ -372,6 +417,8 @@ def _run_jobs(plan: EvalPlan, bar: tqdm) -> list[EpisodeResult]:
                 task, i = futures[fut]
                 try:
                     done(fut.result())
+                except PolicyLoadError:
+                    raise
                 except Exception as e:
                     raise RuntimeError(f"episode {i} of task '{task}' failed in a worker: {e!r}") from e
         ok = True
@@ -383,14 +430,19 @@ def _run_jobs(plan: EvalPlan, bar: tqdm) -> list[EpisodeResult]:
 # ── the command ────────────────────────────────────────────────────────────────────────────
 
 
-def evaluate(cfg: DictConfig, out_dir: str | Path, command: str | None = None) -> dict:
-    """Run the evaluation described by ``cfg``; writes eval.json / eval.md / videos to ``out_dir``."""
-    plan = make_plan(cfg, out_dir)
+def evaluate(cfg: DictConfig, out_dir: str | Path, command: str | None = None, plan: EvalPlan | None = None) -> dict:
+    """Run the evaluation described by ``cfg``; writes eval.json / eval.md / videos to ``out_dir``.
+    ``plan``: ``make_plan(cfg, out_dir)`` when the caller validated it already."""
+    plan = plan or make_plan(cfg, out_dir)
     command = command or reproduce_command(plan, [])
     logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO line breaks the progress bar
     start = time.perf_counter()
     with tqdm(total=len(plan.jobs), desc=f"eval {plan.env_name}", unit="ep", dynamic_ncols=True) as bar:
-        results = _run_jobs(plan, bar)
+        try:
+            results = _run_jobs(plan, bar)
+        except PolicyLoadError:
+            bar.leave = False  # the error is the whole message: no empty bar left above it
+            raise
     wall = time.perf_counter() - start
     report = summarize(plan, results, wall, command)
     paths = write_report(report, Path(plan.out_dir))
@@ -532,5 +584,11 @@ def main(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    plan = make_plan(cfg, hc.runtime.output_dir)  # validates before anything slow starts
-    return evaluate(cfg, hc.runtime.output_dir, reproduce_command(plan, list(hc.overrides.task)))
+    try:
+        plan = make_plan(cfg, hc.runtime.output_dir)  # validates before anything slow starts
+    except (ValueError, FileNotFoundError) as e:  # a bad value or a missing file, named: one line
+        raise SystemExit(f"vla eval: error: {e}") from None
+    try:
+        return evaluate(cfg, hc.runtime.output_dir, reproduce_command(plan, list(hc.overrides.task)), plan)
+    except PolicyLoadError as e:
+        raise SystemExit(f"vla eval: error: {e}") from None

@@ -58,3 +58,19 @@ def test_unknown_task_lists_the_valid_ones(tmp_path):
 def test_checkpoint_is_required(tmp_path):
     proc = vla("eval", "episodes=1", cwd=tmp_path)
     assert proc.returncode != 0 and "checkpoint" in proc.stderr
+
+
+def test_checkpoint_that_does_not_load_is_one_line_before_any_env(tmp_path):
+    import shutil
+
+    ckpt = Path(shutil.copytree(Path(__file__).resolve().parents[2] / "checkpoints" / "push_red_left_tiny_cvla",
+                                tmp_path / "ckpt"))
+    (ckpt / "model.safetensors").write_bytes(b"\0garbage" * 100)
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = vla("eval", f"checkpoint={ckpt}", "episodes=1", "tasks=[push_red_left]", cwd=work)
+    assert proc.returncode != 0
+    assert f"vla eval: error: cannot load checkpoint '{ckpt}'" in proc.stderr and "model.safetensors" in proc.stderr
+    # The policy loads before the env is built: no GL context to tear down, so no EGL tracebacks.
+    assert "Traceback" not in proc.stderr and "EGL" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert not list(work.iterdir())  # no outputs/eval/<time>/ left behind

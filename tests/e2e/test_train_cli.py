@@ -30,6 +30,8 @@ def test_debug_preset_trains_two_steps_then_resumes(tabletop_dataset, tmp_path):
                  "policy_postprocessor.json", "train_config.yaml", "training_state/training_step.json"):
         assert (ckpts / "last" / name).is_file(), name
     assert "loss=" in first.stderr and "smp_s=" in first.stderr  # the tqdm bar
+    # output_dir= is the run dir itself (Hydra's log next to the checkpoints): no outputs/train/<time>/.
+    assert (out / "train.log").is_file() and not (tmp_path / "outputs").exists()
 
     second = vla("train", f"dataset={_root(tabletop_dataset)}", "train=debug", f"output_dir={out}", "train.steps=4",
                  cwd=tmp_path)
@@ -43,3 +45,4 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
     assert proc.returncode != 0
     assert "vla train: error:" in proc.stderr and str(tmp_path / "nope") in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # failed at validation: no out/, no outputs/

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sim.collect import collect, compose_config
 from sim.dataset import open_dataset, read_ledger
@@ -77,3 +78,48 @@ def test_sigkill_mid_run_loses_nothing_committed_and_rerun_completes(tmp_path):
     by_key = {a.key: a.dataset_episode for a in after if a.kept}
     for key, acts in kept_actions.items():  # the committed episodes survived intact
         np.testing.assert_array_equal(actions[ep_col == by_key[key]], acts)
+
+
+def _alive_in_group(pgid: int) -> list[str]:
+    """Live (not zombie) processes of a process group, as "pid command" strings (Linux /proc)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited meanwhile
+            continue
+        state, _ppid, group = text.rsplit(")", 1)[1].split()[:3]
+        if int(group) == pgid and state != "Z":
+            alive.append(f"{stat.parent.name} {text.split('(', 1)[1].split(')')[0]}")
+    return alive
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_of_the_collector_alone_ends_its_workers_and_resource_tracker(tmp_path):
+    root = tmp_path / "ds"
+    log = open(tmp_path / "collect.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vla.cli", "collect", "env=tabletop", "env.image_size=[32,32]", f"tasks=[{TASKS[0]}]",
+         "episodes_per_task=50", f"root={root}", "commit_interval_s=0", "workers=2", "videos=false",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its children share its group
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not committed_kept(root):  # workers are running and queued jobs wait in their pipe
+            assert proc.poll() is None, (tmp_path / "collect.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no episode committed in time"
+            time.sleep(0.05)
+        assert len(_alive_in_group(proc.pid)) >= 3  # collector + 2 workers (+ resource tracker)
+        proc.send_signal(signal.SIGKILL)  # the collector only: no cleanup code runs
+        proc.wait(30)
+        deadline = time.monotonic() + 20
+        while (alive := _alive_in_group(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive, f"left behind after the collector was SIGKILLed: {alive}"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever failed, leave nothing running
+        except ProcessLookupError:
+            pass
+        proc.wait(30)

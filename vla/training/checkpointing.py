@@ -39,6 +39,10 @@ CONFIG_FILE = "train_config.yaml"
 TMP_PREFIX = "tmp-"
 
 
+class RunFolderError(ValueError):
+    """A file of the run's output_dir that a resume cannot use (named with the line or key)."""
+
+
 def checkpoints_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / CHECKPOINTS
 

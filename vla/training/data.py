@@ -20,10 +20,8 @@ processes, without saving sampler or DataLoader state.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,64 +31,21 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lerobot.utils.constants import ACTION, OBS_STATE
 from policies.modeling_vla import KEYPOSE  # the keypose auxiliary loss's target (keypose_targets)
+from vla.training.dataset_files import EXPECTED, DatasetError, DatasetSource, read_info, resolve_dataset  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
 ACTION_IS_PAD = f"{ACTION}_is_pad"
-EXPECTED = "a LeRobot v3.0 dataset folder (meta/info.json, meta/episodes/, data/)"
-
-
-class DatasetError(ValueError):
-    """The dataset is missing, is not a LeRobot v3.0 dataset, or does not fit the policy."""
-
-
-@dataclass(frozen=True)
-class DatasetSource:
-    root: Path
-    repo_id: str
 
 
 # --------------------------------------------------------------------------------------------------
 # Finding and checking the dataset
 # --------------------------------------------------------------------------------------------------
-def resolve_dataset(spec: str | Path) -> DatasetSource:
-    """A local dataset root, or a ``<user>/<name>`` repo_id already in ``$HF_LEROBOT_HOME`` (no download)."""
-    from lerobot.utils.constants import HF_LEROBOT_HOME
-
-    if spec is None or str(spec).strip() in ("", "???"):
-        raise DatasetError(f"dataset= is required: the root folder of {EXPECTED}, or a repo_id in the local cache")
-    path = Path(str(spec)).expanduser()
-    if path.exists():
-        root = path.resolve()
-        return DatasetSource(root, f"local/{root.name}")
-    cached = HF_LEROBOT_HOME / str(spec)
-    if cached.exists():
-        return DatasetSource(cached, str(spec))
-    raise DatasetError(
-        f"dataset '{spec}' not found: no folder at '{path.resolve()}' and no cached repo at '{cached}'. "
-        f"Expected {EXPECTED}. Nothing is downloaded (HF_HUB_OFFLINE): record one with `vla collect`."
-    )
-
-
 def load_metadata(source: DatasetSource):
     """``LeRobotDatasetMetadata`` of a local dataset; ``DatasetError`` naming the path if it is not one."""
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
-    info_file = source.root / "meta" / "info.json"
-    if not source.root.is_dir():
-        raise DatasetError(f"dataset path '{source.root}' is not a directory; expected {EXPECTED}")
-    if not info_file.is_file():
-        raise DatasetError(f"'{source.root}' is not a LeRobot dataset: '{info_file}' is missing; expected {EXPECTED}")
-    try:
-        info = json.loads(info_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"'{info_file}' is not valid JSON ({e}); expected {EXPECTED}") from e
-    version = str(info.get("codebase_version", "?"))
-    if not version.startswith("v3"):
-        raise DatasetError(
-            f"dataset '{source.root}' has codebase_version {version}; expected v3.x (convert it with "
-            "lerobot.scripts.convert_dataset_v21_to_v30)"
-        )
+    read_info(source)
     try:
         return LeRobotDatasetMetadata(source.repo_id, root=source.root)
     except Exception as e:  # lerobot raises assorted errors for half-written metadata

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,17 +345,48 @@ def _log_start(run: Run) -> None:
 def _append_metrics(main: bool, path: Path, row: dict[str, Any]) -> None:
     if main:
         with open(path, "a") as f:
+        # One complete line per write, flushed and fsynced: a crash can only tear the line being
+        # written (dropped when read back), never an earlier one.
             f.write(json.dumps(row) + "\n")
 
+            f.flush()
+            os.fsync(f.fileno())
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows a killed run logged after the checkpoint we resume from."""
+    """Drop rows a killed run logged after the checkpoint we resume from (and a torn last line);
+    rewritten atomically (temp file + os.replace), so a kill here leaves the old file or the new."""
     if not path.is_file():
         return
-    rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(r + "\n" for r in rows))
+    rows = [row for row in _parse_metrics(path) if row["step"] <= step]
+    tmp = path.with_name(f"{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write("".join(json.dumps(row) + "\n" for row in rows))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _parse_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl``. A torn last line (a crash mid-write) is dropped with a warning;
+    a bad line before it is corruption: ``RunFolderError`` naming the file and line."""
+    lines = [(n, line) for n, line in enumerate(path.read_bytes().decode("utf-8", "replace").split("\n"), 1)
+             if line.strip()]
+    rows = []
+    for n, line in lines:
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("not an object with an integer 'step'")
+        except ValueError as e:
+            if n == lines[-1][0]:
+                logger.warning("%s line %d is incomplete (a run killed while writing it?): dropped (%s)", path, n, e)
+                break
+            raise checkpointing.RunFolderError(f"'{path}' line {n} is not a metrics row ({e}): {line[:80]!r}; "
+                                               "fix or delete that line to resume") from None
+        rows.append(row)
+    return rows
 
 
 def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(output_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+    return _parse_metrics(path) if path.is_file() else []

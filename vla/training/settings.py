@@ -7,6 +7,7 @@ the value and what is allowed (with a "did you mean" hint), before anything heav
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +92,9 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
     return text
 
 
-def _num(key: str, value: Any, kind: type, low: float | None = None, high: float | None = None) -> Any:
+def number(key: str, value: Any, kind: type, low: float | None = None, high: float | None = None) -> Any:
+    """``value`` as ``kind`` (int or float) within [low, high]; else an error naming ``key`` and the value
+    (also used by `vla eval` / `vla collect`: `episodes=abc` says which key)."""
     try:
         if isinstance(value, bool) or value is None:
             raise ValueError
@@ -126,7 +129,7 @@ def settings_from(cfg: DictConfig, check_init_arch: bool = False) -> TrainSettin
     t = cfg.train
     aug = _get(cfg, "data.augment", {}) or {}
     start = _get(cfg, "data.oversample_start", {}) or {}
-    steps = _num("train.steps", t.steps, int, 1)
+    steps = number("train.steps", t.steps, int, 1)
     s = TrainSettings(
         dataset=str(cfg.dataset),
         output_dir=None if cfg.output_dir in (None, "") else str(cfg.output_dir),
@@ -134,35 +137,35 @@ def settings_from(cfg: DictConfig, check_init_arch: bool = False) -> TrainSettin
         init_from=None if cfg.init_from in (None, "") else str(cfg.init_from),
         freeze=_choice("freeze", cfg.freeze, tuple(FREEZE)),
         finetune_stats=_choice("finetune_stats", _get(cfg, "finetune_stats", "dataset"), STATS),
-        seed=_num("seed", cfg.seed, int, 0),
-        device=_device(cfg.device),
-        batch_size=_num("batch_size", cfg.batch_size, int, 1),
-        lr=_num("lr", cfg.lr, float, 0.0),
+        seed=number("seed", cfg.seed, int, 0),
+        device=check_device(cfg.device),
+        batch_size=number("batch_size", cfg.batch_size, int, 1),
+        lr=number("lr", cfg.lr, float, 0.0),
         steps=steps,
-        warmup_steps=_num("train.warmup_steps", t.warmup_steps, int, 0),
-        min_lr=_num("train.min_lr", t.min_lr, float, 0.0),
-        weight_decay=_num("train.weight_decay", t.weight_decay, float, 0.0),
+        warmup_steps=number("train.warmup_steps", t.warmup_steps, int, 0),
+        min_lr=number("train.min_lr", t.min_lr, float, 0.0),
+        weight_decay=number("train.weight_decay", t.weight_decay, float, 0.0),
         betas=_betas(t.betas),
-        grad_clip=_num("train.grad_clip", t.grad_clip, float, 0.0),
-        save_every=_num("train.save_every", t.save_every, int, 0),
-        keep_last=_num("train.keep_last", t.keep_last, int, 1),
-        log_every=_num("train.log_every", t.log_every, int, 1),
-        eval_every=_num("train.eval_every", t.eval_every, int, 0),
-        eval_batches=_num("train.eval_batches", t.eval_batches, int, 1),
-        val_episodes=_num("data.val_episodes", cfg.data.val_episodes, int, 0),
+        grad_clip=number("train.grad_clip", t.grad_clip, float, 0.0),
+        save_every=number("train.save_every", t.save_every, int, 0),
+        keep_last=number("train.keep_last", t.keep_last, int, 1),
+        log_every=number("train.log_every", t.log_every, int, 1),
+        eval_every=number("train.eval_every", t.eval_every, int, 0),
+        eval_batches=number("train.eval_batches", t.eval_batches, int, 1),
+        val_episodes=number("data.val_episodes", cfg.data.val_episodes, int, 0),
         cache=_choice("data.cache", cfg.data.cache, ("auto", "true", "false")),
-        cache_max_gb=_num("data.cache_max_gb", cfg.data.cache_max_gb, float, 0.0),
+        cache_max_gb=number("data.cache_max_gb", cfg.data.cache_max_gb, float, 0.0),
         cache_resize=_choice("data.cache_resize", str(_get(cfg, "data.cache_resize", False)).lower(), ("true", "false")) == "true",
-        num_workers=_num("data.num_workers", cfg.data.num_workers, int, 0),
-        threads=_num("threads", _get(cfg, "threads", 0) or 0, int, 0),
+        num_workers=number("data.num_workers", cfg.data.num_workers, int, 0),
+        threads=number("threads", _get(cfg, "threads", 0) or 0, int, 0),
         augment=Augment(
-            shift=_num("data.augment.shift", aug.get("shift", 0), int, 0),
-            brightness=_num("data.augment.brightness", aug.get("brightness", 0.0), float, 0.0, 1.0),
-            contrast=_num("data.augment.contrast", aug.get("contrast", 0.0), float, 0.0, 1.0),
+            shift=number("data.augment.shift", aug.get("shift", 0), int, 0),
+            brightness=number("data.augment.brightness", aug.get("brightness", 0.0), float, 0.0, 1.0),
+            contrast=number("data.augment.contrast", aug.get("contrast", 0.0), float, 0.0, 1.0),
         ),
         oversample_start=OversampleStart(
-            frames=_num("data.oversample_start.frames", start.get("frames", 0), int, 0),
-            fraction=_num("data.oversample_start.fraction", start.get("fraction", 0.25), float, 0.0, 1.0),
+            frames=number("data.oversample_start.frames", start.get("frames", 0), int, 0),
+            fraction=number("data.oversample_start.fraction", start.get("fraction", 0.25), float, 0.0, 1.0),
         ),
         model=OmegaConf.to_container(cfg.model, resolve=True),
         compressor=OmegaConf.to_container(cfg.compressor, resolve=True),
@@ -179,15 +182,26 @@ def settings_from(cfg: DictConfig, check_init_arch: bool = False) -> TrainSettin
     return s
 
 
-def _device(value: Any) -> str:
+# Device nodes of an NVIDIA (or ROCm) driver: without any, no CUDA GPU can be usable, and saying
+# so needs no torch import (seconds).
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
+
+
+def check_device(value: Any, key: str = "device") -> str:
+    """``cpu`` / ``cuda`` / ``cuda:N``, with a clear error when no CUDA GPU is usable."""
     device = str(value)
-    _choice("device", device.split(":")[0], DEVICES)
+    _choice(key, device.split(":")[0], DEVICES)
     if device.startswith("cuda"):
+        if not any(os.path.exists(p) for p in GPU_DEVICE_NODES):
+            raise TrainConfigError(
+                f"{key}={device} requested but no CUDA GPU is usable here: no GPU driver (none of "
+                f"{', '.join(GPU_DEVICE_NODES)} exists). Use device=cpu."
+            )
         import torch
 
         if not torch.cuda.is_available():
             raise TrainConfigError(
-                f"device={device} requested but no CUDA GPU is usable here (torch.cuda.is_available() is "
+                f"{key}={device} requested but no CUDA GPU is usable here (torch.cuda.is_available() is "
                 "False). Use device=cpu, or check the driver / CUDA_VISIBLE_DEVICES."
             )
     return device
