@@ -11,6 +11,9 @@ The nodes, executables and params files come from ``ros_nodes.nodes.NODE_SPECS``
 launch arguments listed in its spec's ``launch_params`` that are set (non-empty), e.g.
 ``control_rate_hz:=15``. Values are validated by the node at start-up: a bad one stops it with an
 error naming the parameter.
+
+DDS discovery is kept on this machine, as in `vla ros bringup`: ``discovery_range:=subnet`` (or an
+exported ROS_AUTOMATIC_DISCOVERY_RANGE) opens it to other hosts; see docs/security.md.
 """
 
 import os
@@ -21,7 +24,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from ros_nodes.nodes import NODE_SPECS, PACKAGE
+from ros_nodes.nodes import DISCOVERY_ENV, NODE_SPECS, PACKAGE, discovery_range
 from ros_nodes.params import parse_param_text
 
 
@@ -30,6 +33,8 @@ def _truthy(text: str) -> bool:
 
 
 def _nodes(context, *args, **kwargs):
+    # localhost unless discovery_range:= or the user's exported range says otherwise
+    env = {DISCOVERY_ENV: discovery_range(LaunchConfiguration("discovery_range").perform(context) or None, os.environ)}
     actions = []
     for spec in NODE_SPECS:
         if spec.enabled_by and not _truthy(LaunchConfiguration(spec.enabled_by).perform(context)):
@@ -48,6 +53,7 @@ def _nodes(context, *args, **kwargs):
                 output="screen",
                 emulate_tty=True,
                 parameters=[params_file, overrides],
+                additional_env=env,
             )
         )
     return actions
@@ -55,7 +61,10 @@ def _nodes(context, *args, **kwargs):
 
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
-    args = [DeclareLaunchArgument("sim", default_value="false", description="also start the sim bridge node")]
+    args = [DeclareLaunchArgument("sim", default_value="false", description="also start the sim bridge node"),
+            DeclareLaunchArgument("discovery_range", default_value="",
+                                  description="DDS discovery: localhost | subnet | off | system_default "
+                                              "('' = $ROS_AUTOMATIC_DISCOVERY_RANGE, else localhost)")]
     declared = set()
     for spec in NODE_SPECS:
         args.append(

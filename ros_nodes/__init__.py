@@ -6,10 +6,11 @@
     sim_bridge_node.py  a sim/ env behind robot-like topics (software-in-the-loop)
     conversions.py      message <-> numpy/dict
     params.py           parameter schema + validation (one dataclass per node)
+    health.py           worker threads whose death is a node failure; log and event rate limits
     nodes.py            NODE_SPECS: the node list shared by launch/bringup.launch.py and bringup.py
     bringup.py          `vla ros bringup`: the same nodes in one process
     bench.py            `vla bench ros`: frame->action latency and action rate over the SIL loop
     testing.py          test doubles (slow fake policy, privileged sim expert)
 
-Pure modules (chunk_broker, safety_filter, params, nodes) import no rclpy.
+Pure modules (chunk_broker, safety_filter, params, nodes, health) import no rclpy.
 """

@@ -2,7 +2,9 @@
 
 Everything that arrives from the wire is checked *before* any large allocation: an Image header
 claiming 8192x8192 with 10 bytes of data is rejected from its header fields alone. Bad input raises
-``BadMessage`` (a ValueError) with a short reason the node logs once and counts.
+``BadMessage`` (a ValueError) with a short reason the node logs (rate-limited) and a ``kind`` it
+counts and holds for (e.g. ``too_small``, ``float32_overflow``, ``out_of_workspace``). Numbers are
+checked *after* the cast to the float32 the policy sees: 1e300 is finite as a float64 but Inf in float32.
 
 Conventions:
   * Images: encodings rgb8, bgr8, mono8 in, RGB uint8 [H, W, 3] out (mono is repeated to 3
@@ -33,28 +35,48 @@ CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 
 
 class BadMessage(ValueError):
-    """A message that must not reach the policy. ``str(e)`` is a short, loggable reason."""
+    """A message that must not reach the policy. ``str(e)`` is a short, loggable reason; ``kind`` a
+    stable identifier of the reason (diagnostics keys, hold reasons)."""
+
+    def __init__(self, reason: str, kind: str = "malformed"):
+        super().__init__(reason)
+        self.kind = kind
+
+
+def finite_float32(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
+    """``values`` as float32, refused unless every value is finite *in float32* (1e300 -> Inf)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise BadMessage(f"{what} has NaN/Inf values", "non_finite")
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise BadMessage(f"{what} has values beyond float32 range (|x| > 3.4e38)", "float32_overflow")
+    return out
 
 
 # ---------------------------------------------------------------------------------------- images
-def check_image(msg: Image, max_pixels: int) -> None:
-    """Validate an Image from its header fields and data length only (no copy, no allocation)."""
+def check_image(msg: Image, max_pixels: int, min_side: int = 1) -> None:
+    """Validate an Image from its header fields and data length only (no copy, no allocation).
+    ``min_side``: smaller images (e.g. 2x2) carry no usable scene; the policy would upsample noise."""
     if msg.encoding not in CHANNELS:
-        raise BadMessage(f"unsupported encoding '{msg.encoding[:32]}' (use one of {', '.join(CHANNELS)})")
+        raise BadMessage(f"unsupported encoding '{msg.encoding[:32]}' (use one of {', '.join(CHANNELS)})", "encoding")
     h, w, c = msg.height, msg.width, CHANNELS[msg.encoding]
     if h == 0 or w == 0:
-        raise BadMessage(f"empty image {w}x{h}")
+        raise BadMessage(f"empty image {w}x{h}", "empty")
     if h * w > max_pixels:
-        raise BadMessage(f"image {w}x{h} exceeds max_image_pixels={max_pixels}")
+        raise BadMessage(f"image {w}x{h} exceeds max_image_pixels={max_pixels}", "too_large")
+    if min(h, w) < min_side:
+        raise BadMessage(f"image {w}x{h} is below min_image_side={min_side}", "too_small")
     if msg.step < w * c:
-        raise BadMessage(f"step {msg.step} < width*channels {w * c}")
+        raise BadMessage(f"step {msg.step} < width*channels {w * c}", "bad_step")
     if len(msg.data) != msg.step * h:
-        raise BadMessage(f"data has {len(msg.data)} bytes, header says step*height = {msg.step * h}")
+        raise BadMessage(f"data has {len(msg.data)} bytes, header says step*height = {msg.step * h}", "data_length")
 
 
-def image_to_rgb(msg: Image, max_pixels: int) -> np.ndarray:
+def image_to_rgb(msg: Image, max_pixels: int, min_side: int = 1) -> np.ndarray:
     """Image -> RGB uint8 [H, W, 3] (a fresh array, safe to keep)."""
-    check_image(msg, max_pixels)
+    check_image(msg, max_pixels, min_side)
     h, w, c = msg.height, msg.width, CHANNELS[msg.encoding]
     rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(h, msg.step)
     img = rows[:, : w * c].reshape(h, w, c)
@@ -95,7 +117,7 @@ def quat_to_axis_angle(x: float, y: float, z: float, w: float, shortest: bool = 
     q = np.array([w, x, y, z], dtype=np.float64)
     norm = np.linalg.norm(q)
     if not np.isfinite(norm) or norm < 1e-9:
-        raise BadMessage("orientation quaternion is zero or non-finite")
+        raise BadMessage("orientation quaternion is zero or non-finite", "bad_quaternion")
     q /= norm
     if shortest and q[0] < 0:
         q = -q
@@ -119,25 +141,30 @@ def axis_angle_to_quat(vec: Sequence[float]) -> tuple[float, float, float, float
 def joint_positions(msg: JointState, names: Sequence[str]) -> np.ndarray:
     """Positions of ``names`` (in that order) from a JointState; all must be present and finite."""
     if len(msg.position) != len(msg.name):
-        raise BadMessage(f"joint state has {len(msg.name)} names but {len(msg.position)} positions")
+        raise BadMessage(f"joint state has {len(msg.name)} names but {len(msg.position)} positions", "length_mismatch")
     index = {n: i for i, n in enumerate(msg.name)}
     missing = [n for n in names if n not in index]
     if missing:
-        raise BadMessage(f"joint state lacks {missing[:4]}")
+        raise BadMessage(f"joint state lacks {missing[:4]}", "missing_joints")
     out = np.array([msg.position[index[n]] for n in names], dtype=np.float64)
-    if not np.all(np.isfinite(out)):
-        raise BadMessage("joint state has NaN/Inf positions")
+    finite_float32(out, "joint state positions")  # the state the policy sees is float32
     return out
 
 
-def state_from_pose(pose: PoseStamped, gripper: np.ndarray, shortest: bool = True) -> np.ndarray:
-    """8-D state (sim/spaces.py): eef position (3), axis-angle (3), gripper finger positions (2)."""
+def state_from_pose(pose: PoseStamped, gripper: np.ndarray, shortest: bool = True,
+                    workspace: tuple[Sequence[float], Sequence[float]] | None = None) -> np.ndarray:
+    """8-D state (sim/spaces.py): eef position (3), axis-angle (3), gripper finger positions (2).
+    ``workspace`` = (low xyz, high xyz): a position outside the box is refused (a broken estimator
+    or a spoofed pose, not a place the arm can be)."""
     p, o = pose.pose.position, pose.pose.orientation
-    pos = np.array([p.x, p.y, p.z], dtype=np.float64)
-    if not np.all(np.isfinite(pos)):
-        raise BadMessage("pose has NaN/Inf position")
+    pos = finite_float32([p.x, p.y, p.z], "pose position")
+    if workspace is not None:
+        low, high = (np.asarray(b, dtype=np.float32) for b in workspace)
+        if np.any(pos < low) or np.any(pos > high):
+            raise BadMessage(f"pose position {np.array2string(pos, precision=3)} is outside the workspace "
+                             f"[{list(map(float, low))}, {list(map(float, high))}]", "out_of_workspace")
     rot = quat_to_axis_angle(o.x, o.y, o.z, o.w, shortest=shortest)
-    return np.concatenate([pos, rot, np.asarray(gripper, dtype=np.float64)]).astype(np.float32)
+    return np.concatenate([pos, rot, finite_float32(gripper, "gripper")]).astype(np.float32)
 
 
 def pose_from_state(state: np.ndarray, stamp: Time, frame_id: str) -> PoseStamped:

@@ -8,10 +8,13 @@ launch file and checks it against this list, so the two cannot drift.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from ros_nodes.params import ParamError
 
 PACKAGE = "vla"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # source tree / editable install
@@ -68,3 +71,33 @@ def spec(name: str) -> NodeSpec:
 def parse_launch_value(text: str):
     """A launch-argument string -> typed value, the way `ros2 param set` / `-p name:=value` read it."""
     return yaml.safe_load(text)
+
+
+# ------------------------------------------------------------------------------- DDS discovery
+DISCOVERY_ENV = "ROS_AUTOMATIC_DISCOVERY_RANGE"  # ROS 2 Iron and later (this stack: Kilted)
+DISCOVERY_RANGES = ("LOCALHOST", "SUBNET", "OFF", "SYSTEM_DEFAULT")
+
+
+def discovery_range(requested: str | None, environ: Mapping[str, str]) -> str:
+    """The DDS discovery range for nodes vla starts (`vla ros bringup`, the launch file).
+
+    ``requested`` (the ``discovery_range`` option) wins; else the ROS_AUTOMATIC_DISCOVERY_RANGE the
+    user exported; else LOCALHOST. ROS's own default, SUBNET, lets any host on the network and
+    ROS_DOMAIN_ID set the instruction or hold the robot, so reaching other hosts must be asked for
+    (docs/security.md). The pre-Iron ROS_LOCALHOST_ONLY is not read: images often export it as 0."""
+    if requested:
+        value = str(requested).strip().upper()
+        if value not in DISCOVERY_RANGES:
+            raise ParamError(f"invalid discovery_range {requested!r}: one of "
+                             f"{', '.join(r.lower() for r in DISCOVERY_RANGES)} (or null: the environment's, else localhost)")
+        return value
+    if environ.get(DISCOVERY_ENV):
+        return environ[DISCOVERY_ENV]  # the user's choice, as rcl will read it
+    return "LOCALHOST"
+
+
+def apply_discovery_range(requested: str | None, environ: MutableMapping[str, str]) -> str:
+    """Export ``discovery_range(requested, environ)`` into ``environ`` (before rclpy.init reads it)."""
+    value = discovery_range(requested, environ)
+    environ[DISCOVERY_ENV] = value
+    return value

@@ -43,6 +43,8 @@ class PolicyNodeParams:
     policy: str = param("checkpoint", "'checkpoint' = vla.runtime.load_policy(checkpoint), or "
                         "'module:factory' returning a ChunkPolicy (test doubles: ros_nodes.testing)")
     checkpoint: str = param("", "checkpoint folder (policy='checkpoint')")
+    trust_checkpoint_code: bool = param(False, "also load a checkpoint whose processor steps vla did not write "
+                                        "(they run code from the folder; docs/security.md)")
     compressor: str = param("", "visual-token compressor override ('' = the checkpoint's own)")
     accel: str = param("none", "acceleration preset from configs/accel/ applied at load (none | fast: "
                        "Compressor-VLA tokens + layer pruning + head step cache, vla/accel.py)")
@@ -63,7 +65,18 @@ class PolicyNodeParams:
     instruction: str = param("", "initial instruction, until one arrives on the topic")
     reset_topic: str = param("/vla/episode_start", "any std_msgs/String here resets policy, broker, filter")
     max_image_pixels: int = param(4096 * 4096, "reject images with more pixels (from the header)")
+    min_image_side: int = param(16, "reject images narrower or lower than this (pixels): the node holds")
     max_instruction_chars: int = param(1000, "reject longer instructions (the node then holds)")
+    workspace_low: list[float] = param([-3.0] * 3, "ee_pose: reject (and hold on) positions below this "
+                                       "x, y, z (m, in the pose's frame); set it to your robot's reach")
+    workspace_high: list[float] = param([3.0] * 3, "ee_pose: reject (and hold on) positions above this x, y, z")
+    # --- rate limits on commands from the network (a flood must not hold the robot) -------------
+    min_episode_start_interval_s: float = param(1.0, "accept at most one reset_topic message per this "
+                                                "many seconds; earlier ones are merged into the next (0 = off)")
+    min_instruction_interval_s: float = param(1.0, "accept at most one instruction change per this many "
+                                              "seconds; the newest pending one is applied then (0 = off)")
+    log_interval_s: float = param(10.0, "log each input problem / hold reason at most once per this many "
+                                  "seconds, with the count of repeats (all are counted in /diagnostics)")
     # --- outputs -----------------------------------------------------------------------------
     action_mode: str = param("delta_eef", "'delta_eef' (TwistStamped + Float64 gripper) or 'joint' (JointTrajectory)")
     delta_topic: str = param("/vla/cmd/delta_eef", "geometry_msgs/TwistStamped: dpos (linear), drot (angular)")
@@ -79,6 +92,10 @@ class PolicyNodeParams:
     replan_remaining: int = param(2, "request the next chunk when this many actions remain")
     align_chunks: bool = param(True, "drop the actions of a new chunk that the robot already lived through")
     stale_periods: float = param(2.0, "camera older than this many control periods -> hold")
+    camera_stale_periods: float = param(2.0, "... or, if longer, this many of the camera's own measured frame "
+                                        "periods (a camera a little slower than control_rate_hz does not "
+                                        "flicker the hold), capped at max_frame_age_s")
+    max_frame_age_s: float = param(0.5, "cap of the camera-period allowance above (s)")
     max_chunk_pause_s: float = param(0.5, "a chunk paused by an input hold resumes if the hold is shorter; "
                                      "longer holds drop it (re-plan from a fresh observation)")
     # --- safety limits (one value per action dimension) ----------------------------------------
@@ -119,6 +136,18 @@ class PolicyNodeParams:
         _check(self.stale_periods >= 1.0, who, "stale_periods", self.stale_periods, ">= 1")
         _check(self.max_chunk_pause_s >= 0.0, who, "max_chunk_pause_s", self.max_chunk_pause_s, ">= 0")
         _check(self.max_image_pixels >= 1, who, "max_image_pixels", self.max_image_pixels, ">= 1")
+        _check(self.min_image_side >= 1, who, "min_image_side", self.min_image_side, ">= 1")
+        _check(self.camera_stale_periods >= 1.0, who, "camera_stale_periods", self.camera_stale_periods, ">= 1")
+        _check(self.max_frame_age_s > 0.0, who, "max_frame_age_s", self.max_frame_age_s, "> 0")
+        for name in ("min_episode_start_interval_s", "min_instruction_interval_s", "log_interval_s"):
+            _check(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0.0, who, name,
+                   getattr(self, name), ">= 0 (seconds)")
+        for name in ("workspace_low", "workspace_high"):
+            values = getattr(self, name)
+            _check(len(values) == 3 and all(math.isfinite(v) for v in values), who, name, values,
+                   "3 finite numbers (x, y, z)")
+        _check(all(lo < hi for lo, hi in zip(self.workspace_low, self.workspace_high)), who, "workspace_low",
+               self.workspace_low, f"each < workspace_high {self.workspace_high}")
         _check(self.max_instruction_chars >= 1, who, "max_instruction_chars", self.max_instruction_chars, ">= 1")
         for name in ("action_low", "action_high", "max_delta_per_period"):
             values = getattr(self, name)
@@ -156,6 +185,9 @@ class SimBridgeParams:
     delta_topic: str = param("/vla/cmd/delta_eef", "geometry_msgs/TwistStamped commands in")
     gripper_topic: str = param("/vla/cmd/gripper", "std_msgs/Float64 gripper command in")
     frame_id: str = param("world", "frame of the published pose")
+    diagnostics_topic: str = param("/diagnostics", "diagnostic_msgs/DiagnosticArray: 1 Hz status, reset errors")
+    log_interval_s: float = param(10.0, "log each problem (bad command, failed reset) at most once per this "
+                                  "many seconds, with the count of repeats")
 
     @property
     def period(self) -> float:
@@ -168,6 +200,8 @@ class SimBridgeParams:
         _check(self.episode_index >= 0, who, "episode_index", self.episode_index, ">= 0")
         _check(self.command_timeout_periods >= 1.0, who, "command_timeout_periods", self.command_timeout_periods, ">= 1")
         _check(len(self.gripper_joint_names) == 2, who, "gripper_joint_names", self.gripper_joint_names, "two names")
+        _check(math.isfinite(self.log_interval_s) and self.log_interval_s >= 0, who, "log_interval_s",
+               self.log_interval_s, ">= 0 (seconds)")
         for item in self.env_overrides.split():
             _check("=" in item, who, "env_overrides", self.env_overrides, "'key=value' items")
 

@@ -5,7 +5,9 @@ Thin by design: message checks/conversions live in ``conversions.py``, chunk tim
 ``vla.runtime.ChunkPolicy`` boundary. Inference runs on a worker thread, never on the executor:
 
     control loop (own thread, control_rate_hz) --- every tick --------------------------------------
-      inputs ok? (each camera fresh within stale_periods, state seen, instruction non-empty)
+      apply the episode start / instruction change the rate limits let through (a flood of N is one)
+      inputs ok? (each camera fresh within stale_periods, state seen, instruction non-empty, the
+                  newest message of each sensor valid: not too small, in the workspace, float32-finite)
         yes: broker wants a chunk (<= replan_remaining left, none in flight)? -> snapshot -> worker
         no : hold; the chunk pauses (resumed after a hiccup < max_chunk_pause_s, else dropped)
       action = broker.tick()  (None if the chunk ran out)  -> safety.step(action, hold reasons)
@@ -21,7 +23,8 @@ Topics (defaults; all are parameters, see configs/ros/policy_node.yaml):
   sub /vla/instruction            std_msgs/String (volatile AND transient-local subscriptions, so
                                   both `ros2 topic pub` and latched publishers are heard; a volatile
                                   publisher logs one "incompatible QoS" warning for the latter)
-  sub /vla/episode_start          std_msgs/String: reset policy, broker and safety filter
+  sub /vla/episode_start          std_msgs/String: reset policy, broker and safety filter (at most
+                                  one per min_episode_start_interval_s; instruction changes likewise)
   pub /vla/cmd/delta_eef          geometry_msgs/TwistStamped     (action_mode=delta_eef)
   pub /vla/cmd/gripper            std_msgs/Float64               (action_mode=delta_eef)
   pub /vla/cmd/joint_trajectory   trajectory_msgs/JointTrajectory (action_mode=joint)
@@ -34,12 +37,18 @@ the robot's controller scales them, e.g. tabletop 1.0 = 2 cm / 0.15 rad); the gr
 Float64 (-1 open, +1 close), published first in the same tick. A consumer keeps the last gripper value
 (zero-order hold). TwistStamped is what servo-style controllers (e.g. MoveIt Servo) take.
 Hold (safety_filter.py): zero twist, gripper unchanged; in joint mode the last safe command.
+
+Failures: a rejected sensor message holds (reason '<input>:<kind>', e.g. 'ee_pose:out_of_workspace')
+until that input sends a valid one; each reason is logged at most once per log_interval_s (with the
+count of repeats) and counted in /diagnostics. A worker thread (control loop, inference) that dies
+is a node failure (``failure()``, ERROR diagnostics; `vla ros bringup` then exits non-zero).
 """
 
 from __future__ import annotations
 
 import importlib
 import queue
+import statistics
 import threading
 import time
 import traceback
@@ -59,6 +68,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from ros_nodes import conversions as conv
 from ros_nodes.chunk_broker import ChunkBroker
+from ros_nodes.health import LogLimiter, Throttle, WorkerThread
 from ros_nodes.nodes import CONFIG_DIR, parse_launch_value
 from ros_nodes.standalone import run_standalone
 from ros_nodes.params import ParamError, PolicyNodeParams, declare
@@ -77,7 +87,8 @@ def make_policy(p: PolicyNodeParams, handles: dict[str, Any]) -> ChunkPolicy:
 
         if p.compressor:
             options["compressor"] = compressor_override(p.compressor)
-        policy = load_policy(p.checkpoint, device=p.device, accel=accel, **options)
+        policy = load_policy(p.checkpoint, device=p.device, accel=accel,
+                             trust_checkpoint_code=p.trust_checkpoint_code, **options)
         policy.gflops = _count_gflops(policy)
     else:
         module, _, name = p.policy.partition(":")
@@ -127,21 +138,46 @@ def _count_gflops(policy: Any) -> float | None:
 
 
 class _Rejections:
-    """Counts rejected messages per source; logs a reason when a source turns bad, again when good."""
+    """Rejected messages per input ('camera_agentview', 'ee_pose', ...) and reason (``BadMessage.kind``).
 
-    def __init__(self, logger):
-        self.logger, self.counts, self._bad = logger, {}, set()
+    An input whose newest message was rejected is *bad* until it sends a valid one; the node holds
+    meanwhile (``hold_reasons``). Going bad and valid again are logged through the node's LogLimiter,
+    so an input alternating good/bad messages logs a few lines, not two per message."""
 
-    def bad(self, source: str, reason: str) -> None:
-        self.counts[source] = self.counts.get(source, 0) + 1
-        if source not in self._bad:
-            self._bad.add(source)
-            self.logger.warning(f"rejecting {source}: {reason}")
+    def __init__(self, logger, limiter: LogLimiter):
+        self.logger, self.limiter = logger, limiter
+        self.counts: dict[str, int] = {}  # input -> rejected messages
+        self.by_reason: dict[str, int] = {}  # "input.kind" -> rejected messages
+        self._bad: dict[str, str] = {}  # input -> kind of its newest (rejected) message, if it holds
+        self._lock = threading.Lock()  # callbacks write, the control thread reads
+
+    def bad(self, source: str, error: conv.BadMessage, hold: bool = True) -> None:
+        with self._lock:
+            self.counts[source] = self.counts.get(source, 0) + 1
+            key = f"{source}.{error.kind}"
+            self.by_reason[key] = self.by_reason.get(key, 0) + 1
+            if hold:
+                self._bad[source] = error.kind
+        if (line := self.limiter.allow(f"rejected.{key}", f"rejecting {source}: {error}")) is not None:
+            self.logger.warning(line)
 
     def good(self, source: str) -> None:
-        if source in self._bad:
-            self._bad.discard(source)
-            self.logger.info(f"{source}: valid again ({self.counts[source]} rejected so far)")
+        with self._lock:
+            was_bad = self._bad.pop(source, None) is not None
+            total = self.counts.get(source, 0)
+        # No summary of repeats: the 'rejecting' line's summary already counts the flips.
+        if was_bad and (line := self.limiter.allow(f"valid.{source}", f"{source}: valid again "
+                                                   f"({total} rejected so far)", summarize=False)) is not None:
+            self.logger.info(line)
+
+    def hold_reasons(self) -> set[str]:
+        with self._lock:
+            return {f"{source}:{kind}" for source, kind in self._bad.items()}
+
+    def diagnostics(self) -> dict[str, int]:
+        with self._lock:
+            return {**{f"rejected.{k}": v for k, v in self.counts.items()},
+                    **{f"rejected.{k}": v for k, v in self.by_reason.items()}}
 
 
 class PolicyNode(Node):
@@ -150,6 +186,8 @@ class PolicyNode(Node):
         super().__init__("policy_node", cli_args=cli_args, context=context)
         self.p = p = declare(self, PolicyNodeParams)
         log = self.get_logger()
+        self.clock = time.monotonic  # every input/tick time; a test may replace it (simulated time)
+        self.log_limiter = LogLimiter(p.log_interval_s, clock=lambda: self.clock())
         self.policy = policy if policy is not None else make_policy(p, handles or {})
         self.broker = ChunkBroker(p.replan_remaining, p.align_chunks)
         delta = p.action_mode == "delta_eef"
@@ -157,8 +195,13 @@ class PolicyNode(Node):
             p.action_low, p.action_high, p.max_delta_per_period,
             keep_dims=(6,) if delta else range(p.action_dim),
             initial=[0.0] * 6 + [-1.0] if delta else None,
-            warn=log.warning, info=log.info, debug=log.debug)
-        self.rejected = _Rejections(log)
+            warn=log.warning, info=log.info, debug=log.debug, limiter=self.log_limiter)
+        self.rejected = _Rejections(log, self.log_limiter)
+        # Commands from the network that reset the robot's chunk: rate-limited, so a flood of
+        # /vla/episode_start (each one drops the chunk: a hold until the next) cannot hold it for good.
+        self._episode_starts = Throttle(p.min_episode_start_interval_s, clock=lambda: self.clock())
+        self._instructions = Throttle(p.min_instruction_interval_s, clock=lambda: self.clock())
+        self._episode_starts_coalesced = 0  # last value logged
         self.stats = {"commands": 0, "holds": 0, "chunks": 0, "inference_failures": 0}
         self.hold_counts: dict[str, int] = {}  # reason -> control ticks held for it
         self.last_inference: dict[str, Any] = {}  # the last inference diagnostics
@@ -168,6 +211,8 @@ class PolicyNode(Node):
 
         self._lock = threading.Lock()  # guards the latest inputs below (callbacks vs control tick)
         self._frames: dict[str, tuple[Image, float]] = {}
+        self._frame_gaps: dict[str, deque[float]] = {cam: deque(maxlen=16) for cam in p.camera_names}
+        self._camera_period: dict[str, float] = {}  # median of the recent frame gaps, per camera
         self._pose6: np.ndarray | None = None
         self._gripper: np.ndarray | None = None
         self._joint_state: np.ndarray | None = None
@@ -209,9 +254,9 @@ class PolicyNode(Node):
         self._pub_overlay = self.create_publisher(Image, p.overlay_topic, qos_profile_sensor_data)
         self._pub_diag = self.create_publisher(DiagnosticArray, p.diagnostics_topic, 10)
 
-        self._worker = _InferenceWorker(self)
+        self._worker = _InferenceWorker(self, on_failure=self._on_thread_failure)
         self._worker.start()
-        self._control = _ControlLoop(self._on_control_tick, p.period, log)
+        self._control = _ControlLoop(self._on_control_tick, p.period, log, on_failure=self._on_thread_failure)
         self._control.start()
         self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
         log.info(f"policy '{p.policy}' ready: {len(p.camera_names)} cameras, {p.action_mode} at "
@@ -220,13 +265,17 @@ class PolicyNode(Node):
     # ------------------------------------------------------------------------------- inputs
     def _on_image(self, cam: str, msg: Image) -> None:
         try:
-            conv.check_image(msg, self.p.max_image_pixels)
+            conv.check_image(msg, self.p.max_image_pixels, self.p.min_image_side)
         except conv.BadMessage as e:
-            self.rejected.bad(f"camera '{cam}'", str(e))
+            self.rejected.bad(f"camera_{cam}", e)
             return
-        self.rejected.good(f"camera '{cam}'")
+        self.rejected.good(f"camera_{cam}")
+        now = self.clock()
         with self._lock:
-            self._frames[cam] = (msg, time.monotonic())
+            if cam in self._frames:  # the camera's own rate, for its staleness allowance
+                self._frame_gaps[cam].append(now - self._frames[cam][1])
+                self._camera_period[cam] = statistics.median(self._frame_gaps[cam])
+            self._frames[cam] = (msg, now)
 
     def _on_joint_state(self, msg: JointState) -> None:
         p = self.p
@@ -240,9 +289,9 @@ class PolicyNode(Node):
                 return  # another publisher's joints (e.g. arm vs gripper driver): not ours
             values = conv.joint_positions(msg, wanted)
         except conv.BadMessage as e:
-            self.rejected.bad("joint state", str(e))
+            self.rejected.bad("joint_state", e)
             return
-        self.rejected.good("joint state")
+        self.rejected.good("joint_state")
         with self._lock:
             if p.state_source == "joint_state":
                 self._joint_state = values.astype(np.float32)
@@ -251,23 +300,30 @@ class PolicyNode(Node):
 
     def _on_pose(self, msg: PoseStamped) -> None:
         try:
-            state = conv.state_from_pose(msg, np.zeros(0), shortest=self.p.axis_angle_shortest)
+            state = conv.state_from_pose(msg, np.zeros(0), shortest=self.p.axis_angle_shortest,
+                                         workspace=(self.p.workspace_low, self.p.workspace_high))
         except conv.BadMessage as e:
-            self.rejected.bad("ee pose", str(e))
+            self.rejected.bad("ee_pose", e)
             return
-        self.rejected.good("ee pose")
+        self.rejected.good("ee_pose")
         with self._lock:
             self._pose6 = state
 
     def _on_instruction(self, msg: String) -> None:
         text = msg.data
         if len(text) > self.p.max_instruction_chars:
-            self.rejected.bad("instruction", f"{len(text)} characters > max_instruction_chars "
-                                             f"{self.p.max_instruction_chars}; holding until a valid one arrives")
+            # It clears the instruction, so the node holds for 'no_instruction': no second reason.
+            self.rejected.bad("instruction", conv.BadMessage(
+                f"{len(text)} characters > max_instruction_chars {self.p.max_instruction_chars}; "
+                "holding until a valid one arrives", "too_long"), hold=False)
             text = ""
         else:
             self.rejected.good("instruction")
-        self._set_instruction(text, "topic")
+        text = text.strip()
+        with self._lock:
+            unchanged = text == self._instruction and not self._instructions.pending
+        if not unchanged:  # the same text again (both QoS subscriptions hear it) is no change
+            self._instructions.request(text)  # applied by the control tick, rate-limited
 
     def _set_instruction(self, text: str, source: str) -> None:
         text = text.strip()
@@ -276,25 +332,50 @@ class PolicyNode(Node):
             if changed:  # a new task: drop the old chunk and reset the policy, but keep the safety
                 # filter's last command (the gripper may be holding something)
                 self._reset_pending = self._reset_pending or "instruction"
-        if changed and text:
-            self.get_logger().info(f"instruction ({source}): '{text[:120]}'")
+        # Keyed by text: a flood alternating two instructions logs two lines per log_interval_s.
+        if changed and text and (line := self.log_limiter.allow(f"instruction.{text[:120]}",
+                                                                f"instruction ({source}): '{text[:120]}'")):
+            self.get_logger().info(line)
 
     def _on_episode_start(self, _msg: String) -> None:
-        with self._lock:
-            self._reset_pending = "episode"  # the robot/sim was reset too: start the filter afresh
+        self._episode_starts.request()  # applied by the control tick, rate-limited
+
+    def _apply_network_resets(self) -> None:
+        """The instruction change / episode start the rate limits let through this tick."""
+        text = self._instructions.poll()
+        if text is not None:
+            self._set_instruction(text, "topic")
+        if self._episode_starts.poll() is not None:
+            with self._lock:
+                self._reset_pending = "episode"  # the robot/sim was reset too: start the filter afresh
+        merged = self._episode_starts.coalesced
+        if merged > self._episode_starts_coalesced:
+            self._episode_starts_coalesced = merged
+            line = self.log_limiter.allow("rate_limited.episode_start",
+                                          f"{self.p.reset_topic} arrives faster than min_episode_start_interval_s="
+                                          f"{self.p.min_episode_start_interval_s:g}: {merged} merged so far")
+            if line is not None:
+                self.get_logger().warning(line)
 
     # ------------------------------------------------------------------------- control tick
     def _hold_reasons(self, now: float) -> set[str]:
         """Input problems that force a hold (caller holds self._lock)."""
-        reasons = set()
-        max_age = self.p.stale_periods * self.p.period
-        if any(cam not in self._frames or now - self._frames[cam][1] > max_age for cam in self.p.camera_names):
+        reasons = self.rejected.hold_reasons()  # e.g. 'ee_pose:out_of_workspace', until a valid one
+        if any(cam not in self._frames or now - self._frames[cam][1] > self._max_frame_age(cam)
+               for cam in self.p.camera_names):
             reasons.add("camera_stale")
         if self._state() is None:
             reasons.add("no_state")
         if not self._instruction:
             reasons.add("no_instruction")
         return reasons
+
+    def _max_frame_age(self, cam: str) -> float:
+        """stale_periods control periods, or camera_stale_periods of the camera's own measured period
+        if longer (capped): a 29 Hz camera under a 30 Hz loop must not flicker the hold every frame.
+        Once stale, only a new frame ends the hold (the period estimate changes only with frames)."""
+        own = min(self.p.camera_stale_periods * self._camera_period.get(cam, 0.0), self.p.max_frame_age_s)
+        return max(self.p.stale_periods * self.p.period, own)
 
     def _inputs(self) -> dict[str, Any]:
         """The current inputs (caller holds self._lock)."""
@@ -318,7 +399,8 @@ class PolicyNode(Node):
         return np.concatenate([self._pose6, self._gripper]).astype(np.float32)
 
     def _on_control_tick(self) -> None:
-        now = time.monotonic()
+        self._apply_network_resets()
+        now = self.clock()
         with self._lock:
             reset, self._reset_pending = self._reset_pending, False
             if reset:
@@ -376,7 +458,7 @@ class PolicyNode(Node):
             self._pub_twist.publish(twist)
         else:
             self._pub_traj.publish(conv.trajectory_msg(values, self.p.joint_names, stamp, self.p.period))
-        self._publish_times.append(time.monotonic())
+        self._publish_times.append(self.clock())
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -422,16 +504,37 @@ class PolicyNode(Node):
         t = list(self._publish_times)
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
 
+    def failure(self) -> str | None:
+        """Why the node no longer works (a dead worker thread), or None."""
+        for thread in (getattr(self, "_control", None), getattr(self, "_worker", None)):
+            if thread is not None and thread.failure is not None:
+                return thread.failure
+        return None
+
+    def _on_thread_failure(self, why: str) -> None:
+        threads = (getattr(self, name, None) for name in ("_control", "_worker"))
+        tb = next((t.traceback for t in threads if t is not None and t.failure == why), "")
+        self.get_logger().error(f"{why}: the node cannot go on\n{tb}")
+        self._diagnostics("control", DiagnosticStatus.ERROR, why[:200], {"failure": why})
+
     def _publish_status(self) -> None:
+        for line in self.log_limiter.flush():  # the repeats suppressed since each reason's last line
+            self.get_logger().info(line)
         f2a = list(self.frame_to_action_ms)[-100:]
+        failure = self.failure()
         level = DiagnosticStatus.WARN if self._last_reasons else DiagnosticStatus.OK
         values = {"hold": bool(self._last_reasons), "hold_reasons": ",".join(self._last_reasons),
                   "action_rate_hz": self.action_rate_hz(), **self.stats, "overruns": self._control.overruns,
                   "tick_errors": self._control.errors,
                   "frame_to_action_ms_p50": float(np.median(f2a)) if f2a else "n/a",
                   **{f"held_ticks.{k}": v for k, v in self.hold_counts.items()},
-                  **{f"rejected.{k}": v for k, v in self.rejected.counts.items()}}
+                  **self.rejected.diagnostics(),
+                  "rate_limited.episode_start": self._episode_starts.coalesced,
+                  "rate_limited.instruction": self._instructions.coalesced,
+                  "log_lines_suppressed": self.log_limiter.suppressed}
         message = "holding: " + ",".join(self._last_reasons) if self._last_reasons else "running"
+        if failure is not None:
+            level, message, values["failure"] = DiagnosticStatus.ERROR, failure[:200], failure
         self._diagnostics("control", level, message, values)
 
     def _diagnostics(self, what: str, level: bytes, message: str, values: dict) -> None:
@@ -447,7 +550,7 @@ class PolicyNode(Node):
         super().destroy_node()
 
 
-class _ControlLoop(threading.Thread):
+class _ControlLoop(WorkerThread):
     """Calls ``tick`` every ``period`` on the steady clock, on its own thread rather than an executor
     timer: executor dispatch under load delays ticks by more than a period, and rcl timers then skip
     them. Ticks up to CATCH_UP periods late are caught up at once (a FIFO consumer such as the sim
@@ -457,20 +560,14 @@ class _ControlLoop(threading.Thread):
 
     CATCH_UP = 5
 
-    def __init__(self, tick, period: float, logger=None):
-        super().__init__(name="policy_node.control", daemon=True)
+    def __init__(self, tick, period: float, logger=None, on_failure=None):
+        super().__init__("policy_node.control", on_failure=on_failure)
         self.tick, self.period, self.overruns, self.errors = tick, period, 0, 0
         self.logger = logger
-        self._stopping = threading.Event()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        if self.is_alive():
-            self.join(timeout=5.0)
-
-    def run(self) -> None:
+    def work(self) -> None:
         next_t = time.monotonic()
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             try:
                 self.tick()
             except Exception as e:  # noqa: BLE001 - the loop must outlive a bad tick
@@ -482,18 +579,17 @@ class _ControlLoop(threading.Thread):
             if behind > self.CATCH_UP * self.period:
                 self.overruns += int(behind / self.period)
                 next_t = time.monotonic()
-            self._stopping.wait(max(0.0, next_t - time.monotonic()))
+            self.stopping.wait(max(0.0, next_t - time.monotonic()))
 
 
-class _InferenceWorker(threading.Thread):
+class _InferenceWorker(WorkerThread):
     """Runs every policy call (infer and reset) on one thread, off the executor."""
 
-    def __init__(self, node: PolicyNode):
-        super().__init__(name="policy_node.inference", daemon=True)
+    def __init__(self, node: PolicyNode, on_failure=None):
+        super().__init__("policy_node.inference", on_failure=on_failure)
         self.node = node
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._reset = threading.Event()
-        self._stopping = threading.Event()
 
     def submit(self, token: int, snapshot: dict) -> None:
         try:
@@ -504,13 +600,9 @@ class _InferenceWorker(threading.Thread):
     def reset_policy(self) -> None:
         self._reset.set()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self.join(timeout=5.0)
-
-    def run(self) -> None:
+    def work(self) -> None:
         node = self.node
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             try:
                 token, snap = self._queue.get(timeout=0.05)
             except queue.Empty:
@@ -535,7 +627,8 @@ class _InferenceWorker(threading.Thread):
             node.on_chunk(token, out, actions, obs, latency_ms)
 
     def _observation(self, snap: dict[str, Any]) -> dict[str, Any]:
-        return {"images": {c: conv.image_to_rgb(m, self.node.p.max_image_pixels) for c, m in snap["frames"].items()},
+        p = self.node.p
+        return {"images": {c: conv.image_to_rgb(m, p.max_image_pixels, p.min_image_side) for c, m in snap["frames"].items()},
                 "state": snap["state"], "instruction": snap["instruction"]}
 
     def _call_reset(self) -> None:

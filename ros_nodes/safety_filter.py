@@ -17,9 +17,11 @@ What a *hold* is (documented choice):
 
 We hold when the caller reports a reason (camera stale, empty instruction, inference failed, ...)
 and, on our own, when there is no action this tick or the action is non-finite / mis-shaped.
-Each reason is logged once when it starts and once when it clears (not per message). Reasons in
-``quiet`` (by default ``no_action``: a chunk arriving a tick late is routine, not news) go to
-``debug`` instead; the node counts them in its diagnostics.
+Each reason is logged once when it starts and once when it clears (not per message), through a
+``health.LogLimiter`` (the node's: at most one line per reason per log_interval_s, so an input that
+flickers every tick logs a few lines, with the count of repeats). Reasons in ``quiet`` (by default
+``no_action``: a chunk arriving a tick late is routine, not news) go to ``debug`` instead; the node
+counts them in its diagnostics.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
+from ros_nodes.health import LogLimiter
 
 NO_ACTION = "no_action"  # chunk exhausted / no chunk yet
 BAD_ACTION = "non_finite_or_bad_shape_action"
@@ -52,6 +56,7 @@ class SafetyFilter:
         info: Callable[[str], None] = print,
         debug: Callable[[str], None] = lambda _msg: None,
         quiet: Iterable[str] = (NO_ACTION,),
+        limiter: LogLimiter | None = None,
     ):
         self.low = np.asarray(list(low), dtype=np.float64)
         self.high = np.asarray(list(high), dtype=np.float64)
@@ -70,6 +75,7 @@ class SafetyFilter:
         self.initial = np.clip(init, self.low, self.high)
         self._warn, self._info, self._debug = warn, info, debug
         self._quiet = frozenset(quiet)
+        self._limiter = limiter if limiter is not None else LogLimiter(0.0)  # default: every transition
         self.reset()
 
     @property
@@ -113,7 +119,18 @@ class SafetyFilter:
     def _log_transitions(self, why: set[str], arr: np.ndarray | None) -> None:
         for reason in sorted(why - self._active):
             detail = f" (got {np.array2string(arr, precision=3)})" if reason == BAD_ACTION and arr is not None else ""
-            (self._debug if reason in self._quiet else self._warn)(f"safety: holding ({reason}){detail}")
+            quiet = reason in self._quiet
+            line = self._limiter.allow(f"safety.hold.{reason}", f"safety: holding ({reason}){detail}", not quiet)
+            if line is not None and quiet:  # one severity per call site (rclpy insists)
+                self._debug(line)
+            elif line is not None:
+                self._warn(line)
         for reason in sorted(self._active - why):
-            (self._debug if reason in self._quiet else self._info)(f"safety: '{reason}' cleared")
+            quiet = reason in self._quiet
+            line = self._limiter.allow(f"safety.clear.{reason}", f"safety: '{reason}' cleared", False)  # the
+            # hold's summary counts the flips
+            if line is not None and quiet:
+                self._debug(line)
+            elif line is not None:
+                self._info(line)
         self._active = why

@@ -18,6 +18,12 @@ Topics (defaults; parameters in configs/ros/sim_bridge_node.yaml):
   sub /vla/cmd/delta_eef           geometry_msgs/TwistStamped (through the policy node's safety filter)
   sub /vla/cmd/gripper             std_msgs/Float64
   sub /vla/reset                   std_msgs/String: start a new episode ('' = same task, else a task name)
+  pub /diagnostics                 diagnostic_msgs/DiagnosticArray, 1 Hz: episode, task, failed resets
+
+A reset that fails (unknown task name, env build error) is refused: the current task, env and
+episode go on, the error is logged (rate-limited) and reported in /diagnostics (WARN, until a reset
+succeeds). The sim thread dying of anything else is a node failure (``failure()``, ERROR
+diagnostics; `vla ros bringup` then exits non-zero), never a silent stop of the cameras.
 
 ``env``, ``obs``, ``lock`` and ``episode_index`` are public so an in-process test double
 (ros_nodes.testing.expert_policy) can read privileged sim state; nothing else depends on them.
@@ -34,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -43,6 +50,7 @@ from std_msgs.msg import Bool, Float64, String
 
 from ros_nodes import conversions as conv
 from sim.spaces import CAMERAS
+from ros_nodes.health import LogLimiter, WorkerThread
 from ros_nodes.nodes import CONFIG_DIR, parse_launch_value
 from ros_nodes.standalone import run_standalone
 from ros_nodes.params import ParamError, SimBridgeParams, declare
@@ -86,11 +94,13 @@ class SimBridgeNode(Node):
         self.running = False
         self.steps = 0
         self.results: list[dict] = []
-        self.stats = {"steps": 0, "commands_applied": 0, "hold_steps": 0, "commands_dropped": 0, "commands_rejected": 0}
+        self.stats = {"steps": 0, "commands_applied": 0, "hold_steps": 0, "commands_dropped": 0,
+                      "commands_rejected": 0, "resets": 0, "reset_failures": 0}
+        self.last_reset_error = ""  # of the newest reset request, "" once one succeeds
+        self.log_limiter = LogLimiter(p.log_interval_s)
         self._commands: deque[tuple[np.ndarray, float]] = deque(maxlen=4)
         self._gripper = -1.0
         self._episode_t0 = 0.0
-        self._bad_command = False
 
         self._pub_cam = {cam: self.create_publisher(Image, f"{p.camera_topic_prefix}/{cam}/image_raw",
                                                     qos_profile_sensor_data)
@@ -100,19 +110,22 @@ class SimBridgeNode(Node):
         self._pub_instruction = self.create_publisher(String, p.instruction_topic, LATCHED)
         self._pub_start = self.create_publisher(String, p.episode_start_topic, 10)
         self._pub_success = self.create_publisher(Bool, p.episode_success_topic, LATCHED)
+        self._pub_diag = self.create_publisher(DiagnosticArray, p.diagnostics_topic, 10)
         inputs = ReentrantCallbackGroup()
         self.create_subscription(TwistStamped, p.delta_topic, self._on_delta, 10, callback_group=inputs)
         self.create_subscription(Float64, p.gripper_topic, self._on_gripper, 10, callback_group=inputs)
         self.create_subscription(String, p.reset_topic, self._on_reset, 10, callback_group=inputs)
         # The sim runs on its own thread at rate_hz (like a robot driver), not on an executor timer.
         self._resets: queue.Queue[str] = queue.Queue()
-        self._stopping, self._ready = threading.Event(), threading.Event()
+        self._ready = threading.Event()
         self._startup_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._sim_loop, name="sim_bridge_node.sim", daemon=True)
+        self._thread = WorkerThread("sim_bridge_node.sim", target=self._sim_loop, on_failure=self._on_thread_failure)
+        self._stopping = self._thread.stopping
         self._thread.start()
         self._ready.wait()
         if self._startup_error is not None:
             raise self._startup_error
+        self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
 
     # ------------------------------------------------------------------------------- commands
     def _on_delta(self, msg: TwistStamped) -> None:
@@ -120,7 +133,6 @@ class SimBridgeNode(Node):
         if not np.all(np.isfinite(delta)):
             self._reject_command("non-finite delta command")
             return
-        self._bad_command = False
         self._commands.append((np.clip(delta, -1.0, 1.0), time.monotonic()))
 
     def _on_gripper(self, msg: Float64) -> None:
@@ -131,9 +143,8 @@ class SimBridgeNode(Node):
 
     def _reject_command(self, why: str) -> None:
         self.stats["commands_rejected"] += 1
-        if not self._bad_command:
-            self.get_logger().warning(f"rejecting {why}; the arm holds")
-        self._bad_command = True
+        if (line := self.log_limiter.allow(f"command.{why}", f"rejecting {why}; the arm holds")) is not None:
+            self.get_logger().warning(line)
 
     def _next_command(self, now: float) -> np.ndarray | None:
         max_age = self.p.command_timeout_periods * self.p.period
@@ -149,15 +160,26 @@ class SimBridgeNode(Node):
         self._resets.put(msg.data.strip() or self.task)
 
     def _sim_loop(self) -> None:
-        """The only thread that touches the env: MuJoCo's EGL context belongs to its creating thread."""
+        """The only thread that touches the env: MuJoCo's EGL context belongs to its creating thread.
+        An exception escaping it kills the thread: ``WorkerThread`` reports that as the node's failure."""
         try:
             with self.lock:
                 self.env = self.factory.make_env(self.env_cfg, self.task, cameras=True)
         except BaseException as e:  # noqa: BLE001 - reported to the constructor
             self._startup_error = e
+            self._stopping.set()  # not a failure of a running node: the constructor raises it
             return
         finally:
             self._ready.set()
+        try:
+            self._run()
+        finally:
+            with self.lock:
+                if self.env is not None:
+                    self.env.close()
+                    self.env = None
+
+    def _run(self) -> None:
         if self.p.start_on_launch:
             if self.p.wait_for_policy:
                 self.get_logger().info(f"waiting for a command publisher on {self.p.delta_topic}")
@@ -167,11 +189,7 @@ class SimBridgeNode(Node):
         next_t = time.monotonic()
         while not self._stopping.is_set():
             while not self._resets.empty():
-                task = self._resets.get_nowait()
-                try:
-                    self._reset_episode(task)
-                except Exception as e:  # noqa: BLE001 - a bad reset request must not kill the bridge
-                    self.get_logger().error(f"reset to task '{task[:80]}' failed: {e}")
+                self._try_reset(self._resets.get_nowait())
             if self.running:
                 self._step()
             next_t += self.p.period
@@ -179,17 +197,34 @@ class SimBridgeNode(Node):
             if delay < -self.p.period:  # fell behind (slow render): do not try to catch up in a burst
                 next_t, delay = time.monotonic(), 0.0
             self._stopping.wait(max(0.0, delay))
-        with self.lock:
-            if self.env is not None:
-                self.env.close()
-                self.env = None
+
+    def _try_reset(self, task: str) -> None:
+        """A reset request from the topic: refused (logged, in diagnostics) if it fails, never fatal."""
+        try:
+            self._reset_episode(task)
+        except Exception as e:  # noqa: BLE001 - a bad reset request must not kill the bridge
+            self.stats["reset_failures"] += 1
+            self.last_reset_error = f"reset to task '{task[:80]}' failed: {e}"[:1000]
+            keeps = f"episode {self.episode_index} of '{self.task}' goes on" if self.running else "no episode running"
+            line = self.log_limiter.allow(f"reset.{type(e).__name__}", f"{self.last_reset_error} ({keeps})")
+            if line is not None:
+                self.get_logger().error(line)
+            self._publish_status()  # now, not at the next 1 Hz status
+            return
+        self.stats["resets"] += 1
+        self.last_reset_error = ""
 
     def _reset_episode(self, task: str) -> None:
+        tasks = self.factory.task_names(self.env_cfg)
+        if task not in tasks:  # checked before anything changes: the current episode goes on
+            self.factory.select_tasks([task], tasks)  # raises: "unknown task ... Did you mean ...? Valid tasks: ..."
         with self.lock:
             if task != self.task:
-                self.env.close()
-                self.env, self.task = None, task
-                self.env = self.factory.make_env(self.env_cfg, task, cameras=True)
+                # Build the new env first: if that fails, the old one is untouched and keeps running.
+                env = self.factory.make_env(self.env_cfg, task, cameras=True)
+                old, self.env, self.task = self.env, env, task
+                self.running = False  # no episode of the new env until its reset() below succeeds
+                old.close()
             self.episode_index += 1
             options = self.factory.reset_options(self.env_cfg, task, self.episode_index)
             self._reset_options = dict(options)  # recorded with the result: which layout / init state
@@ -244,9 +279,36 @@ class SimBridgeNode(Node):
         self._pub_pose.publish(conv.pose_from_state(state, stamp, self.p.frame_id))
         self._pub_joints.publish(conv.joint_state(self.p.gripper_joint_names, state[6:8], stamp))
 
+    # ----------------------------------------------------------------------------- health
+    def failure(self) -> str | None:
+        """Why the node no longer works (its sim thread died), or None."""
+        return self._thread.failure
+
+    def _on_thread_failure(self, why: str) -> None:
+        self.get_logger().error(f"{why}: no more sim steps or camera frames\n{self._thread.traceback}")
+        self._publish_status()
+
+    def _publish_status(self) -> None:
+        for line in self.log_limiter.flush():
+            self.get_logger().info(line)
+        failure = self.failure()
+        values = {"task": self.task, "episode": self.episode_index, "running": self.running,
+                  "episodes_done": len(self.results), **self.stats,
+                  "last_reset_error": self.last_reset_error, "log_lines_suppressed": self.log_limiter.suppressed}
+        if failure is not None:
+            level, message = DiagnosticStatus.ERROR, failure[:200]
+            values["failure"] = failure
+        elif self.last_reset_error:
+            level, message = DiagnosticStatus.WARN, self.last_reset_error[:200]
+        else:
+            level, message = DiagnosticStatus.OK, f"episode {self.episode_index} of '{self.task}'"
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [conv.diagnostic_status(f"{self.get_name()}: sim", "vla", level, message, values)]
+        self._pub_diag.publish(msg)
+
     def destroy_node(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=10.0)
+        self._thread.stop(timeout=10.0)
         super().destroy_node()
 
 

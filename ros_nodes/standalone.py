@@ -23,7 +23,8 @@ def make_executor(context=None) -> Executor:
 
 def run_standalone(make_node: Callable[[], Node], name: str, args: list[str] | None = None) -> None:
     """Build the node, spin it on ``make_executor()`` until shutdown; a start-up error
-    (bad parameter, missing checkpoint) is one clear `[FATAL]` line and exit code 2."""
+    (bad parameter, missing checkpoint) is one clear `[FATAL]` line and exit code 2, a failure while
+    running (``node.failure()``: a worker thread died) a `[FATAL]` line and exit code 1."""
     rclpy.init(args=args)
     try:
         node = make_node()
@@ -33,10 +34,15 @@ def run_standalone(make_node: Callable[[], Node], name: str, args: list[str] | N
         raise SystemExit(2) from None
     executor = make_executor()
     executor.add_node(node)
+    failure = None
     try:
-        executor.spin()
+        while rclpy.ok() and (failure := getattr(node, "failure", lambda: None)()) is None:  # spin(), watching the node's threads
+            executor.spin_once(timeout_sec=0.2)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+    if failure is not None:
+        print(f"[FATAL] {name}: {failure}", flush=True)
+        raise SystemExit(1)

@@ -7,6 +7,7 @@ command the node publishes; the node's counters come back over /diagnostics.
     camera stops -> hold within 2 control periods of going stale; camera resumes -> actions resume
     10,000 malformed messages (+ injected policy faults) -> node stays up, 0 non-finite and 0
     out-of-limit commands
+    a flood of /vla/episode_start (each one drops the chunk) -> rate-limited: the robot moves
 """
 
 import os
@@ -238,7 +239,7 @@ def test_malformed_message_storm(system):
     # input path must still have seen its share. (tests/ros_nodes/test_policy_node_inputs.py feeds
     # all 10,000 through the node's callbacks without DDS.)
     assert sent == 10_000
-    for topic in ("camera 'agentview'", "camera 'wrist'", "joint state", "ee pose", "instruction"):
+    for topic in ("camera_agentview", "camera_wrist", "joint_state", "ee_pose", "instruction"):
         assert rejected.get(f"rejected.{topic}", 0) >= 10, (topic, rejected)
     # Still up: a valid instruction (the storm's empty/huge ones cleared it) brings actions back.
     # Storm messages still queued may land after it, so repeat it until actions flow.
@@ -254,3 +255,37 @@ def test_malformed_message_storm(system):
     assert int(control_status(recorder)["inference_failures"]) > 0  # NaN / raise / shape / huge chunks
     count = assert_safe(recorder)
     print(f"{count} commands checked: all finite, within limits and rate-limited")
+
+
+def test_episode_start_flood_is_rate_limited(system):
+    """Any participant on the domain can publish /vla/episode_start; each accepted one drops the
+    current chunk, so the robot holds until the next is inferred. Unlimited, a flood held it 100 %
+    of the time; with min_episode_start_interval_s = 1 s it is one reset per second."""
+    proc, _, recorder = system(policy_options="chunk=10 min_latency_s=0.02 max_latency_s=0.05", replan_remaining=4)
+    assert recorder.wait_for(lambda: moving(recorder.commands()[1]).sum() > 10, timeout=30)
+    attacker = Participant("attacker", DOMAIN)
+    try:
+        pub = attacker.node.create_publisher(String, "/vla/episode_start", 10)
+        assert recorder.wait_for(lambda: pub.get_subscription_count() > 0, timeout=10)
+        t0, sent = time.time(), 0
+        while time.time() - t0 < 4.0:  # ~500 msg/s for 4 s
+            pub.publish(String(data="put the red cube on the blue plate"))
+            sent += 1
+            if sent % 10 == 0:
+                time.sleep(0.02)
+        t1 = time.time()
+        time.sleep(1.2)  # the next 1 Hz status
+    finally:
+        attacker.close()
+    stamps, deltas = recorder.published(since_stamp=t0 + 0.5)  # from the flood's second 0.5 s on
+    deltas = deltas[stamps <= t1]
+    held = 1.0 - moving(deltas).mean()
+    status = control_status(recorder)
+    merged = int(status["rate_limited.episode_start"])
+    print(f"{sent} episode starts in 4 s ({merged} merged by the rate limit): {len(deltas)} commands, "
+          f"{held:.1%} held; held ticks {({k: v for k, v in status.items() if k.startswith('held_ticks.')})}")
+    assert proc.poll() is None
+    assert merged >= 0.8 * sent - 10  # at most ~1 per second accepted (DDS may drop a few of the flood)
+    # Each accepted start holds for about one inference (20-50 ms); the bound leaves room for a loaded host.
+    assert len(deltas) >= 60 and held <= 0.25, held
+    assert_safe(recorder)

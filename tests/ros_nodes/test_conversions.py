@@ -92,6 +92,29 @@ def test_bad_states_are_rejected():
         conv.joint_positions(JointState(name=["a", "b"], position=[0.0]), ["a"])
 
 
+def test_implausible_values_are_rejected_by_kind():
+    """1e300 is a finite float64 but Inf as the float32 the policy sees: checked after the cast."""
+    pose = conv.pose_from_state(np.zeros(8), Time(), "w")
+    pose.pose.position.z = 1e300
+    with pytest.raises(conv.BadMessage, match="beyond float32 range") as e:
+        conv.state_from_pose(pose, np.zeros(2))
+    assert e.value.kind == "float32_overflow"
+    pose.pose.position.z = 4.0
+    box = ([-1.0, -1.0, 0.0], [1.0, 1.0, 2.0])
+    with pytest.raises(conv.BadMessage, match="outside the workspace") as e:
+        conv.state_from_pose(pose, np.zeros(2), workspace=box)
+    assert e.value.kind == "out_of_workspace"
+    pose.pose.position.z = 1.5
+    assert conv.state_from_pose(pose, np.zeros(2), workspace=box)[2] == pytest.approx(1.5)
+    with pytest.raises(conv.BadMessage) as e:
+        conv.joint_positions(JointState(name=["a"], position=[-1e300]), ["a"])
+    assert e.value.kind == "float32_overflow"
+    with pytest.raises(conv.BadMessage, match="image 8x4 is below min_image_side=16") as e:
+        conv.check_image(image(4, 8, "rgb8"), MAX, min_side=16)
+    assert e.value.kind == "too_small"
+    conv.check_image(image(16, 16, "rgb8"), MAX, min_side=16)
+
+
 def test_commands():
     action = np.array([0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 1.0], dtype=np.float32)
     twist, gripper = conv.delta_eef_msgs(action, Time(sec=3), "world")

@@ -7,6 +7,7 @@ real one would receive.
 """
 
 import ast
+import os
 import sys
 import types
 import xml.etree.ElementTree as ET
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ros_nodes.nodes import NODE_SPECS, PACKAGE
+from ros_nodes.nodes import NODE_SPECS, PACKAGE, discovery_range
 from ros_nodes.params import PARAMS_BY_NODE, defaults
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +86,8 @@ def test_launch_description_matches_node_specs(launch_api):
         assert node.kwargs["package"] == PACKAGE and node.kwargs["executable"] == spec.executable
         params_file, overrides = node.kwargs["parameters"]
         assert params_file == str(SHARE / "configs" / spec.params_file)
+        # DDS discovery stays on this machine unless asked (an exported range is honoured)
+        assert node.kwargs["additional_env"] == {"ROS_AUTOMATIC_DISCOVERY_RANGE": discovery_range(None, os.environ)}
         assert (ROOT / "configs" / spec.params_file).is_file()
         assert overrides == {}
         for name in spec.launch_params:
@@ -98,6 +101,8 @@ def test_launch_arguments_select_and_override(launch_api):
     assert overrides == {"control_rate_hz": 15, "checkpoint": "/ckpt", "instruction": "yes"}
     _, nodes = _launch(launch_api, sim="false", policy_node_params="/my/params.yaml")
     assert nodes[0].kwargs["parameters"][0] == "/my/params.yaml"
+    _, nodes = _launch(launch_api, sim="false", discovery_range="subnet")  # opened deliberately
+    assert nodes[0].kwargs["additional_env"] == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}
 
 
 def test_package_files_install_what_ros2_needs():

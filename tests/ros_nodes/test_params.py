@@ -54,6 +54,11 @@ def test_ints_are_fine_where_floats_are_expected():
         ({"action_mode": "joint"}, "'joint_names'"),
         ({"stale_periods": 0.5}, "'stale_periods' = 0.5: >= 1"),
         ({"policy": "nomodule"}, "'checkpoint' or 'package.module:factory'"),
+        ({"min_image_side": 0}, "'min_image_side' = 0: >= 1"),
+        ({"workspace_low": [5.0, 5.0, 5.0]}, "each < workspace_high"),
+        ({"workspace_high": [1.0, 1.0]}, "'workspace_high' = [1.0, 1.0]: 3 finite numbers"),
+        ({"min_episode_start_interval_s": -1.0}, "'min_episode_start_interval_s' = -1.0: >= 0 (seconds)"),
+        ({"camera_stale_periods": 0.5}, "'camera_stale_periods' = 0.5: >= 1"),
     ],
 )
 def test_bad_values_name_the_parameter(override, message):
