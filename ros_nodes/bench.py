@@ -67,6 +67,8 @@ def measure(cfg, run_dir: Path) -> dict[str, Any]:
             bridge, policy = b.nodes["sim_bridge_node"], b.nodes["policy_node"]
             t0 = time.monotonic()
             while len(bridge.results) < cfg.episodes and time.monotonic() - t0 < cfg.max_duration_s:
+                if failures := b.failures():  # a dead sim / inference thread: no numbers to report
+                    raise SystemExit("[FATAL] " + "; ".join(f"{n}: {why}" for n, why in failures.items()))
                 time.sleep(0.05)
             elapsed = time.monotonic() - t0
             times, deltas = probe.commands()

@@ -109,7 +109,10 @@ class Bringup:
 def params_from_cfg(cfg) -> dict[str, dict[str, Any]]:
     from omegaconf import OmegaConf
 
-    return {s.name: OmegaConf.to_container(cfg[s.name].ros__parameters, resolve=True) for s in NODE_SPECS}
+    params = {s.name: OmegaConf.to_container(cfg[s.name].ros__parameters, resolve=True) for s in NODE_SPECS}
+    if cfg.get("trust_checkpoint_code", False):  # the switch every `vla` command takes (docs/security.md)
+        params["policy_node"]["trust_checkpoint_code"] = True
+    return params
 
 
 def wait(bringup: Bringup, episodes: int = 0, duration_s: float = 0.0) -> dict[str, str]:

@@ -142,3 +142,15 @@ def test_cli_dispatches_ros_commands():
         assert (cli.CONFIG_DIR / f"{command.config}.yaml").is_file()
     with pytest.raises(SystemExit, match="Did you mean 'bringup'"):
         cli.resolve(["ros", "bringp"])
+
+
+def test_bringup_trust_switch_reaches_the_policy_node():
+    """`vla ros bringup trust_checkpoint_code=true` is the same switch as for the other commands."""
+    from omegaconf import OmegaConf
+
+    from ros_nodes.bringup import default_params, params_from_cfg
+
+    cfg = OmegaConf.create({name: {"ros__parameters": values} for name, values in default_params().items()})
+    assert params_from_cfg(cfg)["policy_node"]["trust_checkpoint_code"] is False  # off by default
+    cfg.trust_checkpoint_code = True
+    assert params_from_cfg(cfg)["policy_node"]["trust_checkpoint_code"] is True
