@@ -1,7 +1,9 @@
-"""Observation/action conventions shared by every `vla` simulator suite (tabletop and LIBERO).
+"""The robot of the tabletop and LIBERO suites (a 7-DoF arm + parallel gripper, delta-EEF control).
 
-One policy runs on every suite because they all speak this format, which is also lerobot's env
-format (``lerobot.envs.utils.preprocess_observation`` maps it to ``observation.images.<cam>`` and
+Its :class:`policies.embodiment.Embodiment` (``embodiment(image_size)``) is what the rest of the stack
+reads; these constants belong to this robot definition only. Other suites define their own robots
+(e.g. ALOHA's 14 joints, Meta-World's 4-D Sawyer). Both suites here speak this format, which is also
+lerobot's env format (``lerobot.envs.utils.preprocess_observation`` maps it to ``observation.images.<cam>`` and
 ``observation.state``):
 
     obs = {
@@ -21,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
+from policies.embodiment import Embodiment
+
 CAMERAS: tuple[str, ...] = ("agentview", "wrist")
 STATE_DIM = 8
 ACTION_DIM = 7
@@ -29,6 +33,19 @@ ACTION_DIM = 7
 OBS_IMAGE_KEYS: dict[str, str] = {cam: f"observation.images.{cam}" for cam in CAMERAS}
 OBS_STATE_KEY = "observation.state"
 ACTION_KEY = "action"
+
+
+STATE_NAMES = ("eef_x", "eef_y", "eef_z", "eef_rx", "eef_ry", "eef_rz", "finger_left", "finger_right")
+ACTION_NAMES = ("dx", "dy", "dz", "drx", "dry", "drz", "gripper")
+
+
+def embodiment(image_size: tuple[int, int] | int, fps: float | None = None, name: str = "eef_arm") -> Embodiment:
+    """The arm as data: 2 cameras, state 8 (eef position in m first: the keypose loss reads it),
+    action 7 delta-EEF in [-1, 1] with the gripper last."""
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    return Embodiment.from_spaces(observation_space((h, w)), action_space(), action_kind="delta_eef",
+                                  gripper_dims=(ACTION_DIM - 1,), eef_position_dims=(0, 1, 2),
+                                  state_names=STATE_NAMES, action_names=ACTION_NAMES, fps=fps, name=name)
 
 
 def observation_space(image_size: tuple[int, int]) -> spaces.Dict:

@@ -75,17 +75,28 @@ def _plain(cfg: Any) -> dict | None:
 def build_config(model: Any, compressor: Any = None, features: bool = True, **overrides: Any) -> VLAConfig:
     """VLAConfig from a ``model`` preset + ``compressor`` preset (Hydra groups or dicts).
 
-    With ``features=True`` the sim convention's features are filled in (2 cameras at the model's
-    image size, state 8, action 7), so the policy can be built without a dataset.
+    With ``features=True`` and no ``embodiment`` override, the tabletop/LIBERO arm's features and
+    embodiment are filled in (sim/spaces.py: 2 cameras at the model's image size, state 8, action
+    7), so the policy can be built without a dataset; an ``embodiment`` (Embodiment or dict) gives
+    another robot's.
     """
     model_d, comp_d = _plain(model) or {}, _plain(compressor)
     if features and "input_features" not in overrides:
-        from sim.spaces import ACTION_DIM, STATE_DIM
+        from policies.embodiment import Embodiment
 
         size = (model_d.get("vision") or {}).get("image_size", 128)
+        robot = overrides.pop("embodiment", None)
+        if robot is None:
+            from sim.spaces import embodiment
+
+            robot = embodiment(size)
+        robot = robot if isinstance(robot, Embodiment) else Embodiment.from_dict(robot)
         overrides["input_features"], overrides["output_features"] = make_features(
-            image_size=size, state_dim=STATE_DIM, action_dim=ACTION_DIM
+            camera_keys=robot.camera_keys, image_size=size, state_dim=robot.state_dim, action_dim=robot.action_dim
         )
+        if "camera_keys" not in model_d:
+            overrides.setdefault("camera_keys", robot.camera_keys)
+        overrides["embodiment"] = robot.to_dict()
     return config_from_dict(model_d, comp_d, **overrides)
 
 

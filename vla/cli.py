@@ -119,13 +119,22 @@ def run(command: Command, overrides: list[str]) -> None:
     module_name, func_name = command.target.split(":")
     config_path = str(CONFIG_DIR / Path(command.config).parent)
 
-    def task_function(cfg):
+    def with_trust_switch(cfg):
+        # `trust_checkpoint_code=true` (off by default) is the one opt-in for checkpoints whose
+        # processor steps would run code; as an env var it also reaches worker processes.
+        trust = cfg.get("trust_checkpoint_code", False)
+        if not isinstance(trust, bool):
+            raise SystemExit(f"vla: trust_checkpoint_code must be true or false, got {trust!r}")
+        if trust:
+            from policies.checkpoint_files import TRUST_ENV
+
+            os.environ[TRUST_ENV] = "1"
         return _call(module_name, func_name, cfg)
 
     # Hydra names the job (outputs/<name>/, <name>.log) after the task function's module.
-    task_function.__module__ = module_name
+    with_trust_switch.__module__ = module_name
     task = hydra.main(config_path=config_path, config_name=Path(command.config).name,
-                      version_base="1.3")(task_function)
+                      version_base="1.3")(with_trust_switch)
     # Hydra reads sys.argv; give it only the overrides.
     sys.argv = [f"vla {command.config}", *overrides]
     task()

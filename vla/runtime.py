@@ -30,6 +30,7 @@ frames (lerobot's Diffusion Policy with ``n_obs_steps`` > 1) wants every observa
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import time
@@ -40,7 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from sim.spaces import ACTION_DIM
+from policies.embodiment import Embodiment
 
 IMAGE_KEY_PREFIX = "observation.images."
 
@@ -61,20 +62,59 @@ def obs_from_env(env_obs: dict[str, Any], instruction: str) -> dict[str, Any]:
     }
 
 
-def check_actions(actions: Any, low: float = -1.0, high: float = 1.0, source: str = "policy") -> np.ndarray:
-    """Return the chunk as float32 [H, 7] clipped to the action space; raise on anything else.
-
-    Non-finite values are an error, never clipped: a NaN chunk sent to a robot is a crash at best.
-    """
+def check_actions(actions: Any, robot: Embodiment, source: str = "policy") -> np.ndarray:
+    """The chunk as float32 [H, robot.action_dim], clipped into the robot's own action limits;
+    ``EmbodimentError`` (a ValueError) for a wrong shape, ``FloatingPointError`` for NaN/Inf (never
+    clipped: a NaN chunk sent to a robot is a crash at best)."""
     arr = np.asarray(actions, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != ACTION_DIM:
-        raise ValueError(f"{source} returned actions of shape {arr.shape}; expected [H >= 1, {ACTION_DIM}]")
-    if not np.all(np.isfinite(arr)):
-        steps = sorted({int(i) for i in np.argwhere(~np.isfinite(arr))[:, 0]})
+    if arr.ndim in (1, 2) and arr.shape[-1] == robot.action_dim and not np.all(np.isfinite(arr)):
+        steps = sorted({int(i) for i in np.argwhere(~np.isfinite(arr.reshape(-1, robot.action_dim)))[:, 0]})
         raise FloatingPointError(f"{source} returned non-finite actions (NaN/Inf at chunk steps {steps[:8]})")
-    return np.clip(arr, low, high)
+    return robot.check_actions(arr, who=source)
+
+
+def env_embodiment(env: Any) -> Embodiment:
+    """The robot an env simulates: its own ``embodiment`` (every suite defines one), else what its
+    gymnasium spaces say (limits = the action Box)."""
+    robot = getattr(getattr(env, "unwrapped", env), "embodiment", None)
+    if robot is not None:
+        return robot
+    return Embodiment.from_spaces(env.observation_space, env.action_space)
+
+
+def policy_embodiment(config: Any) -> Embodiment:
+    """The robot a checkpoint's policy was trained for: recorded in its config (``embodiment``), or,
+    for checkpoints saved before that field (and lerobot's ACT/Diffusion ones), derived from its
+    features -- an 8-D state / 7-D action policy is the tabletop/LIBERO arm every such vla
+    checkpoint was trained on; anything else keeps only its dims (no limits known)."""
+    robot = config.robot() if hasattr(config, "robot") else None
+    if robot is not None:
+        return robot
+    from policies.embodiment import Camera
+    from sim import spaces
+
+    cams = tuple(Camera(key.removeprefix(IMAGE_KEY_PREFIX), int(ft.shape[1]), int(ft.shape[2]))
+                 for key, ft in (config.image_features or {}).items())
+    state = config.robot_state_feature
+    state_dim = int(state.shape[0]) if state is not None else 0
+    action_dim = int(config.action_feature.shape[0])
+    if (state_dim, action_dim) == (spaces.STATE_DIM, spaces.ACTION_DIM):
+        return dataclasses.replace(spaces.embodiment((cams[0].height, cams[0].width)), cameras=cams)
+    return Embodiment(cams, state_dim, action_dim)
+
+
+def check_compatible(policy: Any, robot: Embodiment, where: str = "the env") -> None:
+    """EmbodimentError naming every field in which ``where`` differs from the robot ``policy`` was
+    trained for (cameras, state/action dims, action kind), before anything runs."""
+    from policies.embodiment import EmbodimentError
+
+    mine = getattr(policy, "embodiment", None)
+    if mine is None:
+        return  # experts, random and remote policies are built for the env they run in
+    diffs = mine.differences(robot)
+    if diffs:
+        raise EmbodimentError(f"policy '{getattr(policy, 'checkpoint', '')}' was trained for {mine.describe()} but "
+                              f"{where} is {robot.describe()}: " + "; ".join(diffs))
 
 
 # ── the scripted expert as a ChunkPolicy ──────────────────────────────────────────────────
@@ -97,6 +137,7 @@ class ExpertPolicy:
         from sim.experts import make_expert
 
         self.expert = make_expert(env, **expert_kwargs)
+        self._robot = env_embodiment(env)
 
     def reset(self) -> None:
         self.expert.reset()
@@ -106,7 +147,7 @@ class ExpertPolicy:
         action = self.expert.act(obs)
         ms = (time.perf_counter() - start) * 1e3
         return {
-            "actions": check_actions(action, source="expert"),
+            "actions": check_actions(action, self._robot, source="expert"),
             "timing_ms": {"expert": ms},
             "visual_tokens": 0,
             "keep_masks": {},
@@ -179,6 +220,8 @@ class _ProcessedChunkPolicy:
         cfg = policy.config
         self.policy_type = str(getattr(cfg, "type", None) or type(policy).__name__)
         self.camera_keys = list(getattr(cfg, "image_features", None) or [])
+        # The robot it was trained for: every chunk is checked against its dims and action limits.
+        self.embodiment = policy_embodiment(cfg)
         self.n_action_steps = int(cfg.n_action_steps)
         self.num_params = sum(p.numel() for p in policy.parameters())
 
@@ -215,7 +258,7 @@ class _ProcessedChunkPolicy:
             actions = actions[0]
         tokens, masks = self._compression()
         return {
-            "actions": check_actions(actions, source=f"policy '{self.checkpoint}'"),
+            "actions": check_actions(actions, self.embodiment, source=f"policy '{self.checkpoint}'"),
             "timing_ms": timing,
             "visual_tokens": tokens,
             "keep_masks": masks,
@@ -235,6 +278,9 @@ class VLAChunkPolicy(_ProcessedChunkPolicy):
         super().__init__(policy, preprocessor, postprocessor, checkpoint)
         cfg = policy.config
         self.camera_keys = list(cfg.camera_keys)
+        # Only the cameras it reads (a dataset may have recorded more).
+        self.embodiment = dataclasses.replace(
+            self.embodiment, cameras=tuple(c for c in self.embodiment.cameras if c.key in self.camera_keys))
         self.chunk_size = int(cfg.chunk_size)
         self.grid = tuple(cfg.vision.grid)
         # Per-stage timings only if the policy offers a hook for them (VLAModel.encode has one).

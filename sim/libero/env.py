@@ -65,6 +65,8 @@ class LiberoEnv(gym.Env):
         self.render_mode = render_mode
         self.observation_space = vspaces.observation_space(self.image_size)
         self.action_space = vspaces.action_space()
+        self.embodiment = vspaces.embodiment(self.image_size, fps=float(self.metadata["render_fps"]),
+                                            name="libero_panda")
         self.init_states = load_init_states(suite, self.spec_task.index)
         self.init_state_index: int | None = None
         self.episode_id = 0  # bumped by every reset (lets experts notice a new episode)

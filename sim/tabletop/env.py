@@ -26,7 +26,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from sim.spaces import CAMERAS, STATE_DIM, action_space, observation_space, validate_action
+from sim.spaces import CAMERAS, STATE_DIM, action_space, embodiment, observation_space, validate_action
 from sim.tabletop import scene
 from sim.tabletop.tasks import TASKS, TaskSpec, get_task
 
@@ -79,6 +79,7 @@ class TabletopEnv(gym.Env):
         self.render_mode = render_mode
         self.observation_space = observation_space(self.image_size)
         self.action_space = action_space()
+        self.embodiment = embodiment(self.image_size, fps=CONTROL_HZ, name="tabletop_arm")
 
         self.model = mujoco.MjModel.from_xml_string(scene.build_mjcf(self.image_size, PHYSICS_DT))
         self.data = mujoco.MjData(self.model)

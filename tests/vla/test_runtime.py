@@ -86,11 +86,21 @@ def test_non_finite_actions_raise_never_returned(policy, monkeypatch):
         policy.infer(make_obs())
 
 
-def test_actions_are_clipped_to_the_action_space():
+def test_actions_are_clipped_into_the_robots_own_limits():
+    from policies.embodiment import Camera, Embodiment
+    from sim.spaces import embodiment
+
+    arm = embodiment(64)  # delta-EEF in [-1, 1]
     chunk = np.array([[5.0, -3.0, 0.5, 0, 0, 0, 1.5]], np.float32)
-    np.testing.assert_array_equal(check_actions(chunk), [[1.0, -1.0, 0.5, 0, 0, 0, 1.0]])
-    with pytest.raises(ValueError, match="shape"):
-        check_actions(np.zeros((2, 6)))
+    np.testing.assert_array_equal(check_actions(chunk, arm), [[1.0, -1.0, 0.5, 0, 0, 0, 1.0]])
+    with pytest.raises(ValueError, match=r"shape \(2, 6\); expected \[H >= 1, 7\]"):
+        check_actions(np.zeros((2, 6)), arm)
+    with pytest.raises(FloatingPointError, match="chunk steps \\[1\\]"):
+        check_actions(np.array([[0.0] * 7, [np.nan] + [0.0] * 6]), arm)
+    # A 7-joint arm in joint mode: a 2.5 rad target stays 2.5 (inside its joint limits), not 1.0.
+    joints = Embodiment((Camera("front", 48, 64),), 7, 7, "joint_position", (-2.9,) * 7, (2.9,) * 7)
+    np.testing.assert_allclose(check_actions(np.full((2, 7), 2.5), joints), 2.5)
+    np.testing.assert_allclose(check_actions(np.full((1, 7), 3.5), joints), 2.9, rtol=1e-6)
 
 
 def test_missing_checkpoint_names_the_path(tmp_path):

@@ -221,10 +221,18 @@ def test_bad_input_is_a_clear_error(dataset, tmp_path, overrides, error, match):
         train(cfg)
 
 
-def test_dataset_without_the_model_cameras(tmp_path):
+def test_cameras_default_to_the_datasets_and_named_ones_must_exist(tmp_path):
+    from vla.checkpoint import load_checkpoint
+
     ds = write_dataset(tmp_path / "one_cam", cameras=("agentview",))
     with pytest.raises(DatasetError, match="camera 'observation.images.wrist'"):
-        train(small_run(ds, tmp_path / "out", "train.steps=1"))
+        train(small_run(ds, tmp_path / "named", "train.steps=1",
+                        "+model.camera_keys=[observation.images.agentview,observation.images.wrist]"))
+    out = tmp_path / "default"
+    train(small_run(ds, out, "train.steps=1"))
+    config = load_checkpoint(out / "checkpoints" / "last").policy.config
+    assert config.camera_keys == ["observation.images.agentview"]
+    assert config.robot().camera_names == ["agentview"] and config.robot().action_kind == "other"
 
 
 def test_the_debug_preset_is_two_steps_on_the_tiny_model(dataset):

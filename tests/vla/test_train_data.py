@@ -94,7 +94,7 @@ def test_start_rows_are_the_first_frames_of_every_episode_whatever_the_dataset_c
     episodes = [0, meta.total_episodes - 1]
     cached = data.make_dataset(source, meta, chunk_size=4, episodes=episodes, cache="true")
     plain = data.make_dataset(source, meta, chunk_size=4, episodes=episodes, cache="false")
-    wrapped = data.make_dataset(source, meta, chunk_size=4, episodes=episodes, cache="true", keypose=True)
+    wrapped = data.make_dataset(source, meta, chunk_size=4, episodes=episodes, cache="true", keypose=data.EEF_ARM_KEYPOSE)
     rows = data.start_rows(cached, 3)
     assert rows == data.start_rows(plain, 3) == data.start_rows(wrapped, 3)
     assert len(rows) == 3 * len(episodes)
@@ -137,8 +137,8 @@ def test_keypose_targets_of_recorded_demos_point_at_the_cube_the_instruction_nam
 
     meta = data.load_metadata(source)
     env_cfg = OmegaConf.create(read_fingerprint(source.root)["env_config"])
-    cached = data.make_dataset(source, meta, chunk_size=8, cache="true", keypose=True)
-    plain = data.make_dataset(source, meta, chunk_size=8, cache="false", keypose=True)
+    cached = data.make_dataset(source, meta, chunk_size=8, cache="true", keypose=data.EEF_ARM_KEYPOSE)
+    plain = data.make_dataset(source, meta, chunk_size=8, cache="false", keypose=data.EEF_ARM_KEYPOSE)
     first = {int(cached[i]["episode_index"]): cached[i] for i in range(len(cached)) if int(cached[i]["frame_index"]) == 0}
     for i in (0, len(plain) - 1):  # the same target whichever way frames are served
         assert torch.equal(cached[i][data.KEYPOSE], plain[i][data.KEYPOSE])

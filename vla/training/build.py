@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla.training.data import check_features, policy_features
+from vla.training import data
+from vla.training.data import check_features, dataset_embodiment, policy_features
 from vla.training.settings import FREEZE, TrainConfigError, TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -27,14 +28,42 @@ STATS_MISMATCH = 2.0
 
 
 def requested_config(s: TrainSettings, meta):
-    """VLAConfig from the model + compressor presets, with features read from the dataset."""
+    """VLAConfig from the model + compressor presets, with features and the embodiment read from the
+    dataset: the cameras default to the dataset's own (in its order) unless the model names them."""
     from policies.configuration_vla import config_from_dict
 
     inputs, outputs = policy_features(meta)
+    robot = dataset_embodiment(meta)
+    if s.model.get("camera_keys"):  # named by the user: the dataset must have them (DatasetError naming each)
+        check_features(meta, list(s.model["camera_keys"]), where=f"model={s.model.get('name')}")
+    extra = {} if s.model.get("camera_keys") else {"camera_keys": robot.camera_keys}
     try:
-        return config_from_dict(s.model, s.compressor, device=s.device, input_features=inputs, output_features=outputs)
+        config = config_from_dict(s.model, s.compressor, device=s.device, input_features=inputs,
+                                  output_features=outputs, embodiment=robot.to_dict(), **extra)
     except (TypeError, ValueError) as e:  # a misspelt field, a wrong type, a value VLAConfig rejects
         raise TrainConfigError(f"{_preset_names(s)}: bad model/compressor config: {e}") from e
+    keypose_channels(config)  # refuses now, before any data is read, when the robot has no such channels
+    return config
+
+
+def keypose_channels(config) -> "data.KeyposeChannels | None":
+    """Where the keypose auxiliary target is read (eef position channels, gripper dim), from the
+    policy's embodiment; None when the loss is off. TrainConfigError when the loss is asked for on a
+    robot whose state has no end-effector position or whose action has no gripper: the target would
+    be nonsense (a joint angle read as metres)."""
+    if not config.keypose_loss_weight > 0:
+        return None
+    robot = config.robot()
+    if robot is None:  # checkpoints from before the embodiment field: all were the tabletop/LIBERO arm
+        return data.EEF_ARM_KEYPOSE
+    if len(robot.eef_position_dims) != 3 or not robot.gripper_dims:
+        raise TrainConfigError(
+            f"keypose_loss_weight={config.keypose_loss_weight} needs an end-effector position in the state "
+            f"(3 channels in metres) and a gripper action dim, but this robot ({robot.describe()}) has "
+            f"eef_position_dims={list(robot.eef_position_dims)}, gripper_dims={list(robot.gripper_dims)}. "
+            "Train with model.keypose_loss_weight=0."
+        )
+    return tuple(robot.eef_position_dims), robot.gripper_dims[-1]
 
 
 def _preset_names(s: TrainSettings) -> str:

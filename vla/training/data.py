@@ -63,6 +63,38 @@ def policy_features(meta) -> tuple[dict, dict]:
     return inputs, outputs
 
 
+EMBODIMENT_FILE = "meta/vla_embodiment.json"  # written beside info.json by vla's dataset writer
+
+
+def dataset_embodiment(meta):
+    """The robot a dataset was recorded with (``policies.embodiment.Embodiment``).
+
+    In order: ``meta/vla_embodiment.json`` (what `vla collect` records: the env's own embodiment,
+    limits included); a dataset whose state/action names are the tabletop/LIBERO arm's (datasets
+    `vla collect` wrote before that file existed); else derived from ``meta.features`` and
+    ``meta.stats`` (any LeRobot dataset, e.g. an SO-100 recording: limits = the recorded action
+    range with a margin).
+    """
+    import json
+
+    from policies.embodiment import Embodiment, EmbodimentError
+    from sim import spaces
+
+    file = Path(meta.root) / EMBODIMENT_FILE
+    if file.is_file():
+        try:
+            return Embodiment.from_dict(json.loads(file.read_text()))
+        except (json.JSONDecodeError, EmbodimentError) as e:
+            raise DatasetError(f"'{file}' is not a valid embodiment: {e}") from e
+    guess = Embodiment.from_features(meta.features, meta.stats, fps=meta.fps)
+    if guess.action_names == spaces.ACTION_NAMES and guess.state_names == spaces.STATE_NAMES:
+        cam = guess.cameras[0]
+        arm = spaces.embodiment((cam.height, cam.width), fps=meta.fps)
+        if guess.camera_names == arm.camera_names:
+            return arm
+    return guess
+
+
 def check_features(meta, camera_keys: list[str], state_dim: int | None = None, action_dim: int | None = None,
                    where: str = "the model config") -> None:
     """Raise ``DatasetError`` naming every feature the policy needs that the dataset lacks or shapes differently."""
@@ -130,11 +162,12 @@ def split_episodes(num_episodes: int, val_episodes: int) -> tuple[list[int], lis
 # Datasets
 # --------------------------------------------------------------------------------------------------
 def make_dataset(source: DatasetSource, meta, chunk_size: int, episodes: list[int] | None = None,
-                 cache: str | bool = "auto", cache_max_gb: float = 4.0, keypose: bool = False,
-                 cache_image_size: int | None = None) -> Dataset:
+                 cache: str | bool = "auto", cache_max_gb: float = 4.0, keypose: KeyposeChannels | None = None,
+                 cache_image_size: int | None = None, cache_resize: str = "pad") -> Dataset:
     """The in-memory ``FrameCache`` when asked (or ``auto`` and it fits), else a ``LeRobotDataset``;
-    ``keypose``: items also carry the ``KEYPOSE`` target (see :func:`keypose_targets`);
-    ``cache_image_size``: the cache holds frames resized to this square size (None = as recorded)."""
+    ``keypose``: items also carry the ``KEYPOSE`` target read from these channels (:func:`keypose_targets`);
+    ``cache_image_size``: the cache holds frames resized to this square size (None = as recorded),
+    fitted as the policy's ``image_resize`` (``cache_resize``) says."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     delta = {ACTION: [i / meta.fps for i in range(chunk_size)]}
@@ -142,12 +175,12 @@ def make_dataset(source: DatasetSource, meta, chunk_size: int, episodes: list[in
     gib = FrameCache.estimate_bytes(ds, cache_image_size) / 2**30
     use_cache = cache is True or str(cache).lower() == "true" or (str(cache).lower() == "auto" and gib <= cache_max_gb)
     if use_cache:
-        out: Dataset = FrameCache(ds, chunk_size, cache_image_size)
+        out: Dataset = FrameCache(ds, chunk_size, cache_image_size, cache_resize)
     else:
         if str(cache).lower() == "auto":
             logger.info("frame cache off: decoded frames need %.1f GiB > cache_max_gb=%s", gib, cache_max_gb)
         out = ds
-    return WithKeypose(out, ds) if keypose else out
+    return WithKeypose(out, ds, keypose) if keypose else out
 
 
 def read_columns(ds, names: list[str]) -> dict[str, torch.Tensor]:
@@ -162,10 +195,17 @@ def read_columns(ds, names: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
-def keypose_targets(state: torch.Tensor, action: torch.Tensor, episode: torch.Tensor) -> torch.Tensor:
-    """[N, 3] for N rows (episodes contiguous): the end-effector position (``state[:, :3]``) at the
-    episode's next gripper event (a row whose gripper command, ``action[:, -1]``, changes sign),
-    or at its last row when none is left, minus the row's own position.
+# (state channels of the end-effector position in m, action dim of the gripper command): where the
+# keypose target is read from, taken from the embodiment (vla.training.build.keypose_channels).
+KeyposeChannels = tuple[tuple[int, int, int], int]
+EEF_ARM_KEYPOSE: KeyposeChannels = ((0, 1, 2), -1)  # the tabletop/LIBERO arm (sim/spaces.py)
+
+
+def keypose_targets(state: torch.Tensor, action: torch.Tensor, episode: torch.Tensor,
+                    channels: KeyposeChannels = EEF_ARM_KEYPOSE) -> torch.Tensor:
+    """[N, 3] for N rows (episodes contiguous): the end-effector position (``state[:, pos_dims]``) at
+    the episode's next gripper event (a row whose gripper command, ``action[:, gripper_dim]``, changes
+    sign), or at its last row when none is left, minus the row's own position.
 
     Why: in the tabletop and LIBERO tasks the first gripper event is the grasp of the object the
     instruction names and the next one the release at the named target, so this target says which
@@ -173,8 +213,9 @@ def keypose_targets(state: torch.Tensor, action: torch.Tensor, episode: torch.Te
     move towards it) and only a few steps ahead. Used as an auxiliary regression target, it asks
     the policy to locate what the instruction names (keyframe prediction, as in C2F-ARM/PerAct).
     """
-    pos = state[:, :3]
-    closed = action[:, -1] > 0
+    pos_dims, gripper_dim = channels
+    pos = state[:, list(pos_dims)]
+    closed = action[:, gripper_dim] > 0
     out = torch.empty_like(pos)
     for ep in torch.unique(episode).tolist():
         rows = torch.nonzero(episode == ep).flatten()
@@ -187,11 +228,11 @@ def keypose_targets(state: torch.Tensor, action: torch.Tensor, episode: torch.Te
     return out
 
 
-def keypose_table(ds) -> torch.Tensor:
+def keypose_table(ds, channels: KeyposeChannels = EEF_ARM_KEYPOSE) -> torch.Tensor:
     """[max index + 1, 3]: :func:`keypose_targets` of a ``LeRobotDataset``'s rows, by absolute ``index``
     (NaN for rows it does not hold)."""
     cols = read_columns(ds, [OBS_STATE, ACTION, "episode_index", "index"])
-    targets = keypose_targets(cols[OBS_STATE], cols[ACTION], cols["episode_index"])
+    targets = keypose_targets(cols[OBS_STATE], cols[ACTION], cols["episode_index"], channels)
     index = cols["index"]
     table = torch.full((int(index.max()) + 1, 3), float("nan"))
     table[index] = targets
@@ -201,8 +242,8 @@ def keypose_table(ds) -> torch.Tensor:
 class WithKeypose(Dataset):
     """Items of ``inner`` plus ``KEYPOSE``, looked up by each item's absolute ``index``."""
 
-    def __init__(self, inner: Dataset, ds) -> None:
-        self.targets = keypose_table(ds)
+    def __init__(self, inner: Dataset, ds, channels: KeyposeChannels = EEF_ARM_KEYPOSE) -> None:
+        self.targets = keypose_table(ds, channels)
         self.inner = inner
 
     def __len__(self) -> int:
@@ -222,7 +263,7 @@ class FrameCache(Dataset):
     to uint8 rounding. Image augmentation then works in pixels of the resized frames.
     """
 
-    def __init__(self, ds, chunk_size: int, image_size: int | None = None):
+    def __init__(self, ds, chunk_size: int, image_size: int | None = None, resize: str = "pad"):
         meta = ds.meta
         cols = read_columns(ds, [OBS_STATE, ACTION, "episode_index", "frame_index", "timestamp", "index", "task_index"])
         self.state, self.action = cols[OBS_STATE], cols[ACTION]
@@ -233,6 +274,7 @@ class FrameCache(Dataset):
         self.camera_keys = list(meta.camera_keys)
         self.meta = meta
         self.image_size = image_size
+        self.resize = resize
         # Episode bounds in *this* (possibly episode-filtered) row space: rows of an episode are contiguous.
         self.ep_start = torch.zeros_like(self.episode)
         self.ep_end = torch.zeros_like(self.episode)
@@ -274,7 +316,7 @@ class FrameCache(Dataset):
         from policies.processor_vla import resize_images
 
         if self.image_size and images.shape[-2:] != (self.image_size, self.image_size):
-            images = resize_images(images, self.image_size)
+            images = resize_images(images, self.image_size, self.resize)
         return (images * 255).round().to(torch.uint8)
 
     @staticmethod

@@ -127,11 +127,12 @@ def setup(s: TrainSettings, config_yaml: str, run_dir: str | Path | None = None)
         build.reset_schedule(scheduler, s)
         _warn_changed(state, s, acc.num_processes, str(source.root))
     train_eps, val_eps = data.split_episodes(meta.total_episodes, s.val_episodes)
-    chunk, keypose = policy.config.chunk_size, policy.config.keypose_loss_weight > 0
+    chunk, keypose = policy.config.chunk_size, build.keypose_channels(policy.config)
     size = policy.config.vision.image_size if s.cache_resize else None
 
     def dataset(episodes: list[int] | None) -> torch.utils.data.Dataset:
-        return data.make_dataset(source, meta, chunk, episodes, s.cache, s.cache_max_gb, keypose, size)
+        return data.make_dataset(source, meta, chunk, episodes, s.cache, s.cache_max_gb, keypose, size,
+                                 policy.config.image_resize)
 
     train_set = dataset(train_eps if val_eps else None)
     val_set = dataset(val_eps) if val_eps else None
@@ -344,13 +345,13 @@ def _log_start(run: Run) -> None:
 
 def _append_metrics(main: bool, path: Path, row: dict[str, Any]) -> None:
     if main:
-        with open(path, "a") as f:
         # One complete line per write, flushed and fsynced: a crash can only tear the line being
         # written (dropped when read back), never an earlier one.
+        with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
-
             f.flush()
             os.fsync(f.fileno())
+
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop rows a killed run logged after the checkpoint we resume from (and a torn last line);
