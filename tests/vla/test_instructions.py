@@ -1,0 +1,63 @@
+"""Instruction wordings (vla/instructions.py, configs/instructions/): augmentation vs held-out sets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sim.tabletop.tasks import TASKS
+from vla.instructions import InstructionFileError, InstructionSet, Paraphraser, normalise
+
+AUGMENT = "configs/instructions/tabletop_augment.yaml"
+HELDOUT = "configs/instructions/tabletop_heldout.yaml"
+INSTRUCTIONS = [t.instruction for t in TASKS.values()]
+
+
+def test_every_tabletop_task_has_heldout_and_augment_wordings():
+    held, aug = InstructionSet.load(HELDOUT), InstructionSet.load(AUGMENT)
+    assert {f.name for f in held.families} == {t.family for t in TASKS.values()}
+    for task in TASKS.values():
+        wordings = held.wordings(task.instruction, task.name)
+        assert len(wordings) >= 3, task.name
+        colour = task.obj.split("_")[0]
+        assert all(colour in w for w in wordings)  # the object is still named
+        assert len(aug.wordings(task.instruction)) >= 8
+    assert held.wordings("put the red cube in the bowl")[0] == "drop the red block into the bowl"
+
+
+def test_no_heldout_wording_is_in_the_augmentation_templates():
+    """The held-out set measures wordings never trained on: none may appear among the augmentation ones."""
+    held, aug = InstructionSet.load(HELDOUT), InstructionSet.load(AUGMENT)
+    heldout = held.all_wordings(INSTRUCTIONS)
+    trained = aug.all_wordings(INSTRUCTIONS) | {normalise(t) for t in INSTRUCTIONS}
+    assert len(heldout) >= 3 * len(INSTRUCTIONS)
+    assert not heldout & trained, sorted(heldout & trained)
+    held_templates = {normalise(w) for f in held.families for w in f.wordings}
+    aug_templates = {normalise(w) for f in aug.families for w in f.wordings}
+    assert not held_templates & aug_templates
+
+
+def test_paraphraser_draws_per_sample_reproducibly_and_keeps_unknown_strings():
+    aug = Paraphraser(InstructionSet.load(AUGMENT), p=0.5)
+    tasks = ["put the red cube in the bowl"] * 200 + ["wipe the table"]
+    out = aug(tasks, torch.Generator().manual_seed(0))
+    assert out == aug(tasks, torch.Generator().manual_seed(0))
+    assert out[-1] == "wipe the table"
+    kept = sum(o == tasks[0] for o in out[:200])
+    assert 80 < kept < 150 and len(set(out[:200])) >= 8  # p=0.5 over 11 wordings (the original among them)
+    assert all("red" in o and "bowl" in o for o in out[:200])
+    assert Paraphraser(InstructionSet.load(AUGMENT), p=0.0)(tasks, torch.Generator()) == tasks
+    with pytest.raises(ValueError, match="must be in"):
+        Paraphraser(InstructionSet.load(AUGMENT), p=2)
+
+
+def test_bad_instruction_files_name_the_problem(tmp_path):
+    with pytest.raises(InstructionFileError, match="not found"):
+        InstructionSet.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("families:\n  bowl:\n    instruction: 'put the {cube} cube in the bowl'\n    wordings: ['{colour} in bowl']\n")
+    with pytest.raises(InstructionFileError, match="slots"):
+        InstructionSet.load(bad)
+    explicit = tmp_path / "tasks.yaml"
+    explicit.write_text("tasks:\n  red_in_bowl: ['bowl, red cube, now']\n")
+    assert InstructionSet.load(explicit).wordings("put the red cube in the bowl", "red_in_bowl") == ["bowl, red cube, now"]
