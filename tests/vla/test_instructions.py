@@ -61,3 +61,24 @@ def test_bad_instruction_files_name_the_problem(tmp_path):
     explicit = tmp_path / "tasks.yaml"
     explicit.write_text("tasks:\n  red_in_bowl: ['bowl, red cube, now']\n")
     assert InstructionSet.load(explicit).wordings("put the red cube in the bowl", "red_in_bowl") == ["bowl, red cube, now"]
+
+
+def test_train_config_key_resolves_and_checks_the_augmentation_file(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from vla.instructions import REPO
+    from vla.training.data import augment_instructions
+    from vla.training.settings import TrainConfigError, settings_from
+
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["dataset=x", "train=debug"])
+    assert settings_from(cfg).instructions.augment is None  # off by default
+    cfg.data.instructions.augment = AUGMENT
+    s = settings_from(cfg)
+    assert s.instructions.augment.endswith("tabletop_augment.yaml") and s.instructions.p == 0.5
+    batch = {"task": ["push the red cube to the left"] * 32}
+    augment_instructions(batch, s.instructions.augment, s.instructions.p, torch.Generator().manual_seed(0))
+    assert len(set(batch["task"])) > 3 and all("left" in t for t in batch["task"])
+    cfg.data.instructions.augment = str(tmp_path / "nope.yaml")
+    with pytest.raises(TrainConfigError, match="data.instructions.augment: instruction file .* not found"):
+        settings_from(cfg)

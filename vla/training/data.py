@@ -457,3 +457,30 @@ def augment_images(batch: dict[str, Any], camera_keys: list[str], gen: torch.Gen
             mean = img.mean(dim=(1, 2, 3), keepdim=True)
             img = ((img - mean) * gain + mean + bias).clamp_(0, 1)
         batch[key] = img
+
+
+# --------------------------------------------------------------------------------------------------
+# Instruction augmentation (the task strings of the batch; configs/instructions/, vla/instructions.py)
+# --------------------------------------------------------------------------------------------------
+_PARAPHRASERS: dict[tuple[str, float], Any] = {}
+
+
+def paraphraser(augment: str | None, p: float):
+    """The ``Paraphraser`` of ``data.instructions`` (file + probability), loaded once; None when off."""
+    if not augment or p <= 0:
+        return None
+    from vla.instructions import InstructionSet, Paraphraser
+
+    key = (str(augment), float(p))
+    if key not in _PARAPHRASERS:
+        _PARAPHRASERS[key] = Paraphraser(InstructionSet.load(augment), p)
+    return _PARAPHRASERS[key]
+
+
+def augment_instructions(batch: dict[str, Any], augment: str | None, p: float, gen: torch.Generator) -> None:
+    """Replace each sample's ``task`` string, with probability ``p``, by a wording of its task family
+    drawn from the ``augment`` file (synonyms, word order, politeness, articles), in place.
+    Strings of no family in the file stay as they are."""
+    para = paraphraser(augment, p)
+    if para is not None and "task" in batch:
+        batch["task"] = para(list(batch["task"]), gen)

@@ -173,6 +173,8 @@ def prepare_batch(run: Run, batch: dict[str, Any], gen: torch.Generator | None) 
     if gen is not None and run.s.augment.enabled:
         a = run.s.augment
         data.augment_images(batch, run.camera_keys, gen, a.shift, a.brightness, a.contrast)
+    if gen is not None and run.s.instructions.augment:  # after the images: their draws stay as before
+        data.augment_instructions(batch, run.s.instructions.augment, run.s.instructions.p, gen)
     # Training-only targets are not observations: lerobot's processor pipeline would drop them.
     keypose = batch.pop(data.KEYPOSE, None)
     batch = run.pre(batch)

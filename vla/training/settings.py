@@ -48,6 +48,12 @@ class OversampleStart:
 
 
 @dataclass
+class Instructions:
+    augment: str | None = None  # paraphrase templates (configs/instructions/*_augment.yaml); None = off
+    p: float = 0.5  # probability that a sample's instruction is replaced by a drawn wording
+
+
+@dataclass
 class TrainSettings:
     dataset: str
     output_dir: str | None
@@ -78,6 +84,7 @@ class TrainSettings:
     threads: int  # torch intra-op threads; 0 = torch's default (one per core)
     augment: Augment = field(default_factory=Augment)
     oversample_start: OversampleStart = field(default_factory=OversampleStart)
+    instructions: Instructions = field(default_factory=Instructions)
     model: dict[str, Any] = field(default_factory=dict)
     compressor: dict[str, Any] = field(default_factory=dict)
     check_init_arch: bool = False  # model/compressor given explicitly with init_from: must match the checkpoint
@@ -129,6 +136,7 @@ def settings_from(cfg: DictConfig, check_init_arch: bool = False) -> TrainSettin
     t = cfg.train
     aug = _get(cfg, "data.augment", {}) or {}
     start = _get(cfg, "data.oversample_start", {}) or {}
+    words = _get(cfg, "data.instructions", {}) or {}
     steps = number("train.steps", t.steps, int, 1)
     s = TrainSettings(
         dataset=str(cfg.dataset),
@@ -167,6 +175,7 @@ def settings_from(cfg: DictConfig, check_init_arch: bool = False) -> TrainSettin
             frames=number("data.oversample_start.frames", start.get("frames", 0), int, 0),
             fraction=number("data.oversample_start.fraction", start.get("fraction", 0.25), float, 0.0, 1.0),
         ),
+        instructions=_instructions(words),
         model=OmegaConf.to_container(cfg.model, resolve=True),
         compressor=OmegaConf.to_container(cfg.compressor, resolve=True),
         check_init_arch=check_init_arch,
@@ -180,6 +189,22 @@ def settings_from(cfg: DictConfig, check_init_arch: bool = False) -> TrainSettin
     if s.eval_every and not s.val_episodes:
         raise TrainConfigError(f"train.eval_every={s.eval_every} needs held-out episodes: set data.val_episodes >= 1")
     return s
+
+
+def _instructions(words: Any) -> Instructions:
+    """``data.instructions``: the augmentation file must load (checked now, not at the first step)."""
+    augment = words.get("augment")
+    out = Instructions(None if augment in (None, "", "null") else str(augment),
+                       number("data.instructions.p", words.get("p", 0.5), float, 0.0, 1.0))
+    if out.augment:
+        from vla.instructions import InstructionFileError, InstructionSet, resolve_path
+
+        try:
+            out.augment = str(resolve_path(out.augment).absolute())
+            InstructionSet.load(out.augment)
+        except InstructionFileError as e:
+            raise TrainConfigError(f"data.instructions.augment: {e}") from None
+    return out
 
 
 # Device nodes of an NVIDIA (or ROCm) driver: without any, no CUDA GPU can be usable, and saying
