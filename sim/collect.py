@@ -9,9 +9,10 @@
   dropped (unless ``keep_failed=true``) and never retried. A task gives up after
   ``max_attempts_per_task`` attempts. Because a new index is only handed out while
   kept + in-flight < N, the set of (task, episode) pairs is the same for any number of workers.
-* Every step is recorded as (observation before the step, action taken): both cameras as video
-  features, ``observation.state`` (8), ``action`` (7) and ``task`` = the instruction; fps comes
-  from the env config. ``action_label=intended`` records instead the action the expert meant
+* Every step is recorded as (observation before the step, action taken): the env's cameras as video
+  features, ``observation.state``, ``action`` and ``task`` = the instruction, shaped by the env's
+  robot (``env.unwrapped.embodiment``: 2 cameras, 8 / 7 for the tabletop/LIBERO arm; ``top``,
+  14 / 14 for ALOHA; ``top``, 4 / 4 for Meta-World); fps comes from the env config. ``action_label=intended`` records instead the action the expert meant
   before its motion noise (``+expert_kwargs.noise``), while the env still executes the noisy one:
   DART-style demos, diverse states with clean labels.
 * ``root`` defaults to ``outputs/datasets/<env suite>`` (relative to the working directory) and
@@ -75,7 +76,6 @@ from sim.dataset import (
     load_staged,
     stage_episode,
 )
-from sim.spaces import CAMERAS, validate_action
 from vla.training.settings import number  # the one "key=value must be an integer in [a, b]" check
 
 STEP_GUARD = 10_000  # hard cap on steps if an env never truncates (max_steps=null)
@@ -188,7 +188,9 @@ def make_plan(cfg: DictConfig) -> CollectPlan:
         raise ValueError(f"action_label '{plan.action_label}' is not one of: {', '.join(ACTION_LABELS)}")
     if plan.max_attempts_per_task < n:
         raise ValueError(f"max_attempts_per_task ({plan.max_attempts_per_task}) < episodes_per_task ({n})")
-    plan.features = dataset_features(plan.image_size)
+    from sim.factory import embodiment
+
+    plan.features = dataset_features(plan.image_size, embodiment(env_cfg))  # the suite's robot
     return plan
 
 
@@ -225,7 +227,17 @@ def _reset_expert(expert: Any, seed: int) -> None:
 ACTION_LABELS = ("executed", "intended")
 
 
-def _intended_action(expert: Any) -> np.ndarray:
+def env_robot(env: Any) -> Any:
+    """The env's robot (``env.unwrapped.embodiment``; the tabletop/LIBERO arm for envs without one)."""
+    base = env.unwrapped
+    if getattr(base, "embodiment", None) is not None:
+        return base.embodiment
+    from sim.spaces import embodiment
+
+    return embodiment(tuple(base.image_size))
+
+
+def _intended_action(expert: Any, robot: Any) -> np.ndarray:
     """The action the expert meant this step, before its exploration noise (DART labels)."""
     intended = getattr(expert, "intended_action", None)
     if intended is None:
@@ -233,7 +245,7 @@ def _intended_action(expert: Any) -> np.ndarray:
             f"action_label=intended needs an expert that sets `intended_action` in act(); "
             f"{type(expert).__name__} does not"
         )
-    return validate_action(intended)
+    return robot.check_actions(intended, who="expert (intended action)")[0]
 
 
 def record_episode(
@@ -249,13 +261,14 @@ def record_episode(
     obs, info = env.reset(seed=ep_seed, options=reset_options(cfg, task, episode_index))
     _reset_expert(expert, ep_seed)
     instruction = str(info.get("task") or getattr(env.unwrapped, "task_description", task))
-    images: dict[str, list[np.ndarray]] = {cam: [] for cam in CAMERAS}
+    robot = env_robot(env)
+    images: dict[str, list[np.ndarray]] = {cam: [] for cam in robot.camera_names}
     states, actions = [], []
     success = False
     for _ in range(max_steps or STEP_GUARD):
-        action = validate_action(expert.act(obs))  # what the env executes (clipped)
-        label = action if action_label == "executed" else _intended_action(expert)
-        for cam in CAMERAS:
+        action = robot.check_actions(expert.act(obs), who="expert")[0]  # what the env executes (clipped to its limits)
+        label = action if action_label == "executed" else _intended_action(expert, robot)
+        for cam in robot.camera_names:
             # Copy: a renderer may hand back the same buffer every step.
             images[cam].append(np.array(obs["pixels"][cam], dtype=np.uint8, copy=True))
         states.append(np.asarray(obs["agent_pos"], dtype=np.float32))
@@ -335,7 +348,7 @@ def _worker_job(task: str, episode_index: int) -> tuple[Attempt, str, float]:
         _WORKER["keep_failed"], _WORKER["max_steps"], _WORKER["action_label"],
     )
     if episode.attempt.kept:
-        episode.check(tuple(_WORKER["image_size"]))  # fail in the worker, with the episode named
+        episode.check(tuple(_WORKER["image_size"]), _WORKER["features"])  # fail in the worker, with the episode named
     path = stage_episode(episode, Path(_WORKER["staging"]))
     return episode.attempt, str(path), time.monotonic() - start
 
@@ -446,7 +459,7 @@ COMMIT_MAX_EPISODES = 100  # staged episodes written per dataset commit
 def _worker_settings(plan: CollectPlan, store: DatasetStore) -> dict:
     return {
         "env_cfg": plan.env_cfg, "expert": plan.expert, "expert_kwargs": plan.expert_kwargs, "seed": plan.seed, "keep_failed": plan.keep_failed,
-        "action_label": plan.action_label, "max_steps": plan.max_steps, "image_size": list(plan.image_size), "staging": str(store.staging),
+        "action_label": plan.action_label, "max_steps": plan.max_steps, "image_size": list(plan.image_size), "features": plan.features, "staging": str(store.staging),
     }
 
 

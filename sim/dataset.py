@@ -67,6 +67,7 @@ import numpy as np
 
 from sim.spaces import ACTION_DIM, ACTION_KEY, CAMERAS, OBS_IMAGE_KEYS, OBS_STATE_KEY, STATE_DIM
 
+IMAGE_PREFIX = "observation.images."
 LEDGER_FILE = "meta/vla_episodes.jsonl"
 FINGERPRINT_FILE = "meta/vla_collect.json"
 SUMMARY_JSON = "meta/vla_summary.json"
@@ -82,8 +83,12 @@ def default_repo_id(env_name: str) -> str:
     return f"local/vla_{env_name}"
 
 
-def dataset_features(image_size: tuple[int, int]) -> dict[str, dict]:
-    """LeRobot feature spec for the sim/spaces.py convention: 2 video cameras, state (8), action (7)."""
+def dataset_features(image_size: tuple[int, int], robot: Any = None) -> dict[str, dict]:
+    """LeRobot feature spec of a robot (``policies.embodiment.Embodiment.dataset_features``: its cameras
+    as video, its state and action); ``robot=None``: the tabletop/LIBERO arm of sim/spaces.py (2 video
+    cameras of ``image_size``, state (8), action (7))."""
+    if robot is not None:
+        return robot.dataset_features()
     h, w = image_size
     features: dict[str, dict] = {
         OBS_IMAGE_KEYS[cam]: {"dtype": "video", "shape": (h, w, 3), "names": ["height", "width", "channels"]}
@@ -92,6 +97,11 @@ def dataset_features(image_size: tuple[int, int]) -> dict[str, dict]:
     features[OBS_STATE_KEY] = {"dtype": "float32", "shape": (STATE_DIM,), "names": STATE_NAMES}
     features[ACTION_KEY] = {"dtype": "float32", "shape": (ACTION_DIM,), "names": ACTION_NAMES}
     return features
+
+
+def camera_names(features: Mapping[str, Any]) -> list[str]:
+    """The cameras of a feature spec, in its order (``observation.images.<name>`` keys)."""
+    return [k[len(IMAGE_PREFIX):] for k in features if k.startswith(IMAGE_PREFIX)]
 
 
 def image_size_of(env_cfg: Mapping[str, Any], default: int = 128) -> tuple[int, int]:
@@ -133,13 +143,19 @@ class Episode:
     state: np.ndarray = field(default_factory=lambda: np.zeros((0, STATE_DIM), np.float32))
     action: np.ndarray = field(default_factory=lambda: np.zeros((0, ACTION_DIM), np.float32))
 
-    def check(self, image_size: tuple[int, int]) -> None:
-        """Raise ValueError naming the first array that does not match the dataset features."""
+    def check(self, image_size: tuple[int, int], features: Mapping[str, Any] | None = None) -> None:
+        """Raise ValueError naming the first array that does not match the dataset ``features``
+        (None: the tabletop/LIBERO arm's, with cameras of ``image_size``)."""
         t = len(self.action)
-        expected = {OBS_STATE_KEY: (t, STATE_DIM), ACTION_KEY: (t, ACTION_DIM)}
-        expected.update({OBS_IMAGE_KEYS[c]: (t, *image_size, 3) for c in CAMERAS})
+        if features is None:
+            expected = {OBS_STATE_KEY: (t, STATE_DIM), ACTION_KEY: (t, ACTION_DIM)}
+            expected.update({OBS_IMAGE_KEYS[c]: (t, *image_size, 3) for c in CAMERAS})
+        else:
+            expected = {k: (t, *map(int, ft["shape"])) for k, ft in features.items() if k in (OBS_STATE_KEY, ACTION_KEY)
+                        or k.startswith(IMAGE_PREFIX)}
+        cams = [k[len(IMAGE_PREFIX):] for k in expected if k.startswith(IMAGE_PREFIX)]
         actual = {OBS_STATE_KEY: self.state.shape, ACTION_KEY: self.action.shape}
-        actual.update({OBS_IMAGE_KEYS[c]: self.images[c].shape if c in self.images else None for c in CAMERAS})
+        actual.update({IMAGE_PREFIX + c: self.images[c].shape if c in self.images else None for c in cams})
         for key, shape in expected.items():
             if tuple(actual[key] or ()) != shape:
                 raise ValueError(
@@ -174,7 +190,7 @@ def stage_episode(episode: Episode, staging_dir: Path) -> Path:
         _atomic_write(path, lambda f: f.write(meta.encode()))
         return path
     path = staging_dir / f"{name}.npz"
-    arrays = {f"image_{c}": episode.images[c] for c in CAMERAS}
+    arrays = {f"image_{c}": frames for c, frames in episode.images.items()}
     _atomic_write(
         path,
         lambda f: np.savez_compressed(f, meta=np.array(meta), state=episode.state, action=episode.action, **arrays),
@@ -189,7 +205,7 @@ def load_staged(path: Path, frames: bool = True) -> Episode:
     with np.load(path) as z:
         episode = Episode(Attempt(**json.loads(str(z["meta"]))))
         if frames:
-            episode.images = {c: z[f"image_{c}"] for c in CAMERAS}
+            episode.images = {k[len("image_"):]: z[k] for k in z.files if k.startswith("image_")}
             episode.state, episode.action = z["state"], z["action"]
     return episode
 
@@ -414,7 +430,7 @@ class DatasetStore:
         finally:
             if ds is not None:
                 ds.finalize()
-        _verify_new_videos(self.root, self._next, sum(a.length for a in committed if a.kept))
+        _verify_new_videos(self.root, self._next, sum(a.length for a in committed if a.kept), camera_names(self.features))
         _write_ledger(self._next, ledger + committed)
         exchange_dirs(self._next, self.root, self._prev)
         for path in paths:
@@ -423,11 +439,12 @@ class DatasetStore:
         return committed
 
     def _write_episode(self, ds: Any, episode: Episode) -> None:
-        h, w = self.features[OBS_IMAGE_KEYS[CAMERAS[0]]]["shape"][:2]
-        episode.check((h, w))
+        cams = camera_names(self.features)
+        h, w = self.features[IMAGE_PREFIX + cams[0]]["shape"][:2]
+        episode.check((h, w), self.features)
         instruction = episode.attempt.instruction
         for t in range(len(episode.action)):
-            frame = {OBS_IMAGE_KEYS[c]: episode.images[c][t] for c in CAMERAS}
+            frame = {IMAGE_PREFIX + c: episode.images[c][t] for c in cams}
             frame[OBS_STATE_KEY] = episode.state[t]
             frame[ACTION_KEY] = episode.action[t]
             frame["task"] = instruction
@@ -470,7 +487,7 @@ class DatasetStore:
         return path
 
 
-def _verify_new_videos(old: Path, new: Path, expected_frames: int) -> None:
+def _verify_new_videos(old: Path, new: Path, expected_frames: int, cameras: list[str] | None = None) -> None:
     """Refuse to publish a version whose new video files do not hold exactly the new frames.
 
     A resumed writer puts a commit's episodes only into new video files, so their frame counts
@@ -479,8 +496,8 @@ def _verify_new_videos(old: Path, new: Path, expected_frames: int) -> None:
     """
     import av
 
-    for cam in CAMERAS:
-        sub = Path("videos") / OBS_IMAGE_KEYS[cam]
+    for cam in cameras or CAMERAS:
+        sub = Path("videos") / (IMAGE_PREFIX + cam)
         added = sorted(set((new / sub).rglob("*.mp4")) - {new / p.relative_to(old) for p in (old / sub).rglob("*.mp4")})
         frames = 0
         for path in added:
@@ -568,8 +585,8 @@ def episode_frames(root: str | Path, episode_index: int, meta: Any = None) -> di
     ep = meta.episodes[episode_index]
     length = int(ep["length"])
     frames = {}
-    for cam in CAMERAS:
-        key = OBS_IMAGE_KEYS[cam]
+    for key in meta.video_keys:
+        cam = key[len(IMAGE_PREFIX):]
         start = float(ep[f"videos/{key}/from_timestamp"])
         out: list[np.ndarray] = []
         with av.open(str(Path(root) / meta.get_video_file_path(episode_index, key))) as container:

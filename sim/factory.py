@@ -24,6 +24,9 @@ SUITES = {
     "libero_goal": "sim.libero",
     "libero_10": "sim.libero",
     "libero_90": "sim.libero",
+    "aloha_transfer_cube": "sim.aloha",
+    "aloha_insertion": "sim.aloha",
+    "metaworld": "sim.metaworld",
 }
 
 
@@ -73,3 +76,16 @@ def make_env(env_cfg: Any, task: str, cameras: bool = True) -> gym.Env:
 
 def reset_options(env_cfg: Any, task: str, episode_index: int) -> dict:
     return suite_module(env_cfg).reset_options(env_cfg, task, episode_index)
+
+
+def embodiment(env_cfg: Any) -> Any:
+    """The robot the config's envs simulate (a ``policies.embodiment.Embodiment``, what
+    ``env.unwrapped.embodiment`` says), without building an env: the suite module's own
+    ``embodiment(env_cfg)`` where it has one (ALOHA, Meta-World), else the tabletop/LIBERO arm."""
+    module = suite_module(env_cfg)
+    if hasattr(module, "embodiment"):
+        return module.embodiment(env_cfg)
+    from sim.dataset import image_size_of
+    from sim.spaces import embodiment as arm
+
+    return arm(image_size_of(env_cfg))

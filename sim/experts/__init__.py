@@ -2,7 +2,7 @@
 
     expert = make_expert(env)          # env from sim.factory.make_env (wrappers are fine)
     expert.reset()                     # after every env.reset()
-    action = expert.act(obs)           # float32 [7], the sim/spaces.py action convention
+    action = expert.act(obs)           # float32 [A], the env's action (env.unwrapped.embodiment)
 
 Experts read privileged sim state from ``env.unwrapped``; `obs` is passed for suites that need it.
 """
@@ -35,4 +35,12 @@ def make_expert(env: gym.Env, **kwargs: Any) -> Expert:
         from sim.experts.libero import LiberoExpert
 
         return LiberoExpert(base, **kwargs)
+    if type(base).__module__ == "sim.aloha.env":
+        from sim.experts.aloha import AlohaExpert
+
+        return AlohaExpert(base, **kwargs)
+    if type(base).__module__ == "sim.metaworld.env":
+        from sim.experts.metaworld import MetaWorldExpert
+
+        return MetaWorldExpert(base, **kwargs)
     raise TypeError(f"no scripted expert for env type {type(base).__name__} ({type(base).__module__})")

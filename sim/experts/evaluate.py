@@ -3,6 +3,7 @@
     vla experts env=tabletop                                  # 20 episodes/task, held-out layouts
     vla experts env=tabletop episodes_per_task=50 split=train tasks=[stack_red_on_green]
     vla experts env=libero_spatial episodes_per_task=10
+    vla experts env=metaworld episodes_per_task=5              # MT50: per task and per difficulty group
 
 Works for any suite through ``sim.factory``; episode i of a task uses
 ``reset_options(env_cfg, task, i)`` (tabletop: layout i of the split, LIBERO: init state i).
@@ -40,6 +41,7 @@ def main(cfg: DictConfig) -> dict:
         "episodes_per_task": int(cfg.episodes_per_task),
         "noise": float(cfg.noise),
         "tasks": rows,
+        "groups": _groups(env_cfg, rows),
         "overall": _overall(rows),
         "seconds": round(time.perf_counter() - start, 1),
         "command": _command(cfg, env_cfg),
@@ -47,6 +49,7 @@ def main(cfg: DictConfig) -> dict:
     table = markdown_table(
         ["task", "episodes", "successes", "rate", "mean steps"],
         [[r["task"], r["episodes"], r["successes"], f"{r['success_rate']:.2f}", f"{r['mean_steps']:.1f}"] for r in rows]
+        + [[f"**{g['group']}** ({_n_tasks(len(g['tasks']))})", *_overall_cells(g)] for g in report["groups"]]
         + [["**overall**", *_overall_cells(report["overall"])]],
     )
     split = f" (split: {report['split']})" if report["split"] else ""
@@ -117,6 +120,25 @@ def _overall(rows: list[dict]) -> dict:
         "mean_steps": float(sum(r["mean_steps"] * r["episodes"] for r in rows) / episodes) if episodes else 0.0,
         "min_task_success_rate": min((r["success_rate"] for r in rows), default=0.0),
     }
+
+
+def _groups(env_cfg: DictConfig, rows: list[dict]) -> list[dict]:
+    """Per task group, for suites that group their tasks (``task_groups(env_cfg)`` in the suite module,
+    e.g. Meta-World's difficulty groups): the same totals as ``overall`` over the group's tasks."""
+    task_groups = getattr(factory.suite_module(env_cfg), "task_groups", None)
+    if task_groups is None:
+        return []
+    by_task = {r["task"]: r for r in rows}
+    out = []
+    for group, tasks in task_groups(env_cfg).items():
+        members = [by_task[t] for t in tasks if t in by_task]
+        if members:
+            out.append({"group": group, "tasks": [r["task"] for r in members], **_overall(members)})
+    return out
+
+
+def _n_tasks(n: int) -> str:
+    return f"{n} task" if n == 1 else f"{n} tasks"
 
 
 def _overall_cells(o: dict) -> list[str]:
