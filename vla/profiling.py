@@ -15,6 +15,9 @@ tokenize, normalise) is not included.
   "backbone") and in total, as the median over ``repeats`` calls. Calls are INTERLEAVED: each
   round calls every method once (in a rotating order), so machine noise hits all methods alike.
 - **Tokens**: visual tokens entering the backbone, and (in-LM methods) the count kept after their layer.
+- **Instruction** (``model.instruction.encoder=minilm``): the pretrained text encoder is its own stage
+  ("instr ms": per step, served from its per-instruction cache; in brackets the cost of a new
+  instruction, once per episode, ``instruction_uncached_ms``). Word-level policies have no such stage.
 
 Python API (for benchmarks): ``profile_policies({name: policy}, batch, repeats)`` -> rows,
 ``profile_policy(policy, batch, repeats)`` -> one row, ``count_flops(policy, batch)``.
@@ -37,6 +40,14 @@ import torch
 from torch.utils import flop_counter
 
 STAGES = ("vision", "compressor", "backbone", "action_head")
+# A policy with a pretrained text encoder (instruction.encoder=minilm) has one more stage: reading the
+# instruction, cached per instruction string, so per step it is the cached cost; the uncached cost
+# (once per new instruction) is reported beside it as ``instruction_uncached_ms``.
+INSTRUCTION_STAGE = "instruction"
+
+
+def stages_of(policy) -> tuple[str, ...]:
+    return STAGES + ((INSTRUCTION_STAGE,) if getattr(policy.model, "text_encoder", None) is not None else ())
 INSTRUCTION = "put the red cube on the blue plate"
 logger = logging.getLogger(__name__)
 
@@ -130,19 +141,35 @@ def _noise(policy, seed: int = 0) -> torch.Tensor:
 
 
 def count_flops(policy, batch: dict[str, Any]) -> dict[str, Any]:
-    """FLOPs of one ``predict_action_chunk`` call: {"total": int, "stages": {stage: int}}."""
+    """FLOPs of one ``predict_action_chunk`` call: {"total": int, "stages": {stage: int}}.
+
+    With a text encoder, of a step within an episode (its cache already holds the instruction)."""
+    if INSTRUCTION_STAGE in stages_of(policy):
+        policy.predict_action_chunk(batch, noise=_noise(policy))
     with flop_counter.FlopCounterMode(display=False) as mode:
         rec = StageRecorder(flops=mode)
         policy.predict_action_chunk(batch, noise=_noise(policy), stage=rec)
         total = mode.get_total_flops()
-    return {"total": int(total), "stages": {s: int(rec.flops.get(s, 0)) for s in STAGES}}
+    return {"total": int(total), "stages": {s: int(rec.flops.get(s, 0)) for s in stages_of(policy)}}
 
 
 def _timed_call(policy, batch, noise) -> tuple[float, dict[str, float]]:
     rec = StageRecorder()
     t0 = time.perf_counter()
     policy.predict_action_chunk(batch, noise=noise, stage=rec)
-    return time.perf_counter() - t0, {s: rec.seconds.get(s, 0.0) for s in STAGES}
+    return time.perf_counter() - t0, {s: rec.seconds.get(s, 0.0) for s in stages_of(policy)}
+
+
+def uncached_instruction_ms(policy, batch, noise, repeats: int = 3) -> float | None:
+    """Median ms of the instruction stage on a cache miss (a new instruction); None without a text encoder."""
+    enc = getattr(policy.model, "text_encoder", None)
+    if enc is None:
+        return None
+    times = []
+    for _ in range(repeats):
+        enc.clear_cache()
+        times.append(_timed_call(policy, batch, noise)[1][INSTRUCTION_STAGE])
+    return 1e3 * statistics.median(times)
 
 
 def _describe(policy) -> dict[str, Any]:
@@ -155,6 +182,9 @@ def _describe(policy) -> dict[str, Any]:
         "learned": bool(comp.learned),
         "params": sum(p.numel() for p in policy.parameters()),
         "compressor_params": sum(p.numel() for p in comp.parameters()),
+        # frozen text encoder: not a parameter of the policy (not trained, not saved), counted here
+        "frozen_text_encoder_params": (sum(p.numel() for p in model.text_encoder.encoder.parameters())
+                                       if getattr(model, "text_encoder", None) is not None else 0),
     }
 
 
@@ -187,7 +217,7 @@ def profile_policies(
 
     noises = {n: _noise(policies[n]) for n in names}
     totals: dict[str, list[float]] = {n: [] for n in names}
-    stages: dict[str, dict[str, list[float]]] = {n: {s: [] for s in STAGES} for n in names}
+    stages: dict[str, dict[str, list[float]]] = {n: {s: [] for s in stages_of(policies[n])} for n in names}
     rounds = range(warmup + repeats)
     if progress:
         try:
@@ -202,12 +232,15 @@ def profile_policies(
             total, per_stage = _timed_call(policies[name], batch_of[name], noises[name])
             if r >= warmup:
                 totals[name].append(total)
-                for s in STAGES:
+                for s in per_stage:
                     stages[name][s].append(per_stage[s])
 
     for name in names:
         row = rows[name]
-        row["latency_ms"] = {s: 1e3 * statistics.median(stages[name][s]) for s in STAGES}
+        row["latency_ms"] = {s: 1e3 * statistics.median(v) for s, v in stages[name].items()}
+        uncached = uncached_instruction_ms(policies[name], batch_of[name], noises[name])
+        if uncached is not None:
+            row["instruction_uncached_ms"] = uncached
         row["latency_ms"]["total"] = 1e3 * statistics.median(totals[name])
         row["latency_ms_iqr"] = _iqr_ms(totals[name])
         row["latency_ms_p99"] = 1e3 * _percentile(totals[name], 99)
@@ -248,6 +281,7 @@ COLUMNS = (
     ("tokens→LM", "{}"),
     ("GFLOPs", "{:.3f}"),
     ("LM share", "{:.0%}"),
+    ("instr ms", "{}"),
     ("vision ms", "{:.1f}"),
     ("compr ms", "{:.1f}"),
     ("LM ms", "{:.1f}"),
@@ -270,6 +304,8 @@ def table_rows(rows: dict[str, dict[str, Any]]) -> list[list[str]]:
             tokens,
             r["gflops"],
             r["backbone_flop_share"],
+            (f"{lat[INSTRUCTION_STAGE]:.2f} ({r['instruction_uncached_ms']:.1f} new)" if INSTRUCTION_STAGE in lat
+             else "-"),
             lat["vision"],
             lat["compressor"],
             lat["backbone"],

@@ -152,3 +152,13 @@ def test_word_level_stays_the_default_and_its_fingerprint_is_unchanged():
 
     with pytest.raises(ValueError, match="instruction.encoder must be one of"):
         tiny_config("none", instruction=InstructionConfig(encoder="bert"))
+
+
+def test_profile_shows_the_instruction_stage_cached_and_uncached():
+    from vla.profiling import make_batch, profile_policy
+
+    policy, pre, _ = minilm_policy("none")
+    row = profile_policy(policy, make_batch(policy, pre), repeats=3, warmup=1)
+    assert "instruction" in row["latency_ms"] and row["flops"]["stages"]["instruction"] > 0
+    assert row["instruction_uncached_ms"] > row["latency_ms"]["instruction"]  # a cache hit costs less than a forward
+    assert row["frozen_text_encoder_params"] == pytest.approx(22.7e6, rel=0.01)
