@@ -101,10 +101,18 @@ class EvalPlan:
     accel: dict | None = None  # acceleration preset applied at load (vla/accel.py); None = as trained
     video_episodes: int = 0  # first N episodes of each task get a video
     out_dir: str = ""
+    # instruction= / instruction_file=: {task: wordings}, every wording on the same `episodes` layouts;
+    # empty = the env's own instruction (vla/instructions.py eval_wordings)
+    instructions: dict = field(default_factory=dict)
 
     @property
     def jobs(self) -> list[tuple[str, int]]:
-        return [(task, i) for task in self.tasks for i in range(self.episodes)]
+        return [(task, i) for task in self.tasks for i in range(self.episodes * len(self.instructions.get(task) or [None]))]
+
+    def layout_and_wording(self, task: str, job: int) -> tuple[int, str | None]:
+        """Job ``job`` of ``task`` -> (its episode = layout index, the wording to give, None = the env's)."""
+        words = self.instructions.get(task) or [None]
+        return job % self.episodes, words[job // self.episodes]
 
 
 def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
@@ -149,6 +157,9 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
         checkpoint = str(path)
     # Baselines run no torch; a checkpoint on a missing GPU fails here, not wrapped in a load error.
     device = str(cfg.device) if checkpoint in BASELINES else check_device(cfg.device)
+    from vla.instructions import eval_wordings
+
+    instructions = eval_wordings(cfg.get("instruction"), cfg.get("instruction_file"), str(env_cfg.suite), tasks)
     return EvalPlan(
         checkpoint=checkpoint,
         env_cfg=OmegaConf.to_container(env_cfg),
@@ -164,6 +175,7 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
         accel=plain_dict(cfg.get("accel")) if (cfg.get("accel") or {}).get("name", "none") != "none" else None,
         video_episodes=videos,
         out_dir=str(Path(out_dir).absolute()),
+        instructions=instructions,
     )
 
 
@@ -208,12 +220,14 @@ def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) 
     from vla.runtime import check_actions, env_embodiment, obs_from_env
 
     started = time.perf_counter()
+    job = episode
+    episode, wording = plan.layout_and_wording(task, job)  # another wording replays the same layouts
     seed = episode_seed(plan.seed, task, episode)
     env_cfg = OmegaConf.create(plan.env_cfg)
     _seed_everything(seed)
     obs, info = env.reset(seed=seed, options=reset_options(env_cfg, task, episode))
     policy.reset()
-    instruction = str(info.get("task") or getattr(env.unwrapped, "task_description", task))
+    instruction = wording or str(info.get("task") or getattr(env.unwrapped, "task_description", task))
     record = episode < plan.video_episodes
     robot = env_embodiment(env)
     frames: dict[str, list[np.ndarray]] = {cam: [obs["pixels"][cam].copy()] for cam in robot.camera_names} if record else {}
@@ -245,7 +259,7 @@ def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) 
     if record:
         from sim.video import write_rollout_video
 
-        path = Path(plan.out_dir) / "videos" / f"{_slug(task)}_ep{episode:03d}.mp4"
+        path = Path(plan.out_dir) / "videos" / f"{_slug(task)}_ep{episode:03d}{f'_w{job // plan.episodes}' if wording else ''}.mp4"
         fps = float(plan.env_cfg.get("fps") or env.metadata.get("render_fps") or 20)
         label = f"ep {episode} {'SUCCESS' if success else 'fail'}"
         video = str(write_rollout_video(path, {c: np.stack(v) for c, v in frames.items()}, instruction, fps, label))
@@ -451,7 +465,11 @@ def evaluate(cfg: DictConfig, out_dir: str | Path, command: str | None = None, p
 
 
 def summarize(plan: EvalPlan, results: list[EpisodeResult], wall_s: float, command: str) -> dict:
-    results = sorted(results, key=lambda r: (plan.tasks.index(r.task), r.episode))
+    def wording(r: EpisodeResult) -> int:  # instruction_file=: the file's order
+        words = plan.instructions.get(r.task) or []
+        return words.index(r.instruction) if r.instruction in words else 0
+
+    results = sorted(results, key=lambda r: (plan.tasks.index(r.task), wording(r), r.episode))
     rows = [_row(task, [r for r in results if r.task == task]) for task in plan.tasks]
     latencies = [ms for r in results for ms in r.latency_ms]
     calls = max(1, len(latencies))
@@ -509,7 +527,17 @@ def _row(task: str, results: list[EpisodeResult]) -> dict:
         "ci95": [round(lo, 4), round(hi, 4)],
         "mean_length": float(np.mean([r.length for r in results])) if results else 0.0,
         "videos": [r.video for r in results if r.video] if task != "overall" else [],
+        **({"wordings": _wordings(results)} if len({r.instruction for r in results}) > 1 and task != "overall" else {}),
     }
+
+
+def _wordings(results: list[EpisodeResult]) -> list[dict]:
+    """Success per instruction wording (`vla eval instruction_file=...`), in first-seen order."""
+    out: dict[str, list[bool]] = {}
+    for r in results:
+        out.setdefault(r.instruction, []).append(r.success)
+    return [{"instruction": w, "episodes": len(s), "successes": sum(s), "success_rate": sum(s) / len(s)}
+            for w, s in out.items()]
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -527,6 +555,11 @@ def markdown(report: dict, rel_to: Path | None = None) -> str:
         lo, hi = row["ci95"]
         lines.append(f"| {name} | {row['success_rate']:.2f} ({row['successes']}/{row['episodes']}) | "
                      f"[{lo:.2f}, {hi:.2f}] | {row['episodes']} | {row['mean_length']:.1f} | {video_cell(row)} |")
+    worded = [(row["task"], w) for row in report["tasks"] for w in row.get("wordings", [])]
+    if worded:  # instruction_file=: success per wording, same layouts for every wording
+        lines += ["", "| task | wording | success |", "|---|---|---|"]
+        lines += [f"| {t} | {w['instruction']} | {w['success_rate']:.2f} ({w['successes']}/{w['episodes']}) |"
+                  for t, w in worded]
     lat = report["latency_ms"]
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     stages = ", ".join(f"{k} {v:.1f}" for k, v in lat["stages_mean"].items()) or "-"

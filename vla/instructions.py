@@ -164,3 +164,35 @@ class Paraphraser:
 
     def describe(self) -> dict[str, Any]:
         return {"file": self.set.source, "p": self.p, "families": [f.name for f in self.set.families]}
+
+
+def suite_instruction(suite: str, task: str) -> str | None:
+    """The suite's own instruction of ``task`` without building an env (tabletop); None if unknown."""
+    if suite == "tabletop":
+        from sim.tabletop.tasks import TASKS
+
+        return TASKS[task].instruction if task in TASKS else None
+    return None
+
+
+def eval_wordings(instruction: str | None, instruction_file: str | None, suite: str,
+                  tasks: list[str]) -> dict[str, list[str]]:
+    """`vla eval instruction=<text>` (that wording for every task) or ``instruction_file=<yaml>``
+    (wordings per task, by name or by its family's template) -> {task: [wordings]}; {} = the env's own.
+    Every task must get at least one wording from the file, else the error names the ones left."""
+    if instruction and instruction_file:
+        raise InstructionFileError("give instruction=<text> or instruction_file=<yaml>, not both")
+    if instruction:
+        if not str(instruction).strip():
+            raise InstructionFileError("instruction= is empty")
+        return {task: [str(instruction)] for task in tasks}
+    if not instruction_file:
+        return {}
+    words = InstructionSet.load(instruction_file)
+    out = {task: words.wordings(suite_instruction(suite, task), task) for task in tasks}
+    missing = [t for t, w in out.items() if not w]
+    if missing:
+        raise InstructionFileError(
+            f"instruction file '{words.source}' has no wording for tasks {missing}: list them under 'tasks:' "
+            "(task name -> wordings), or add a family whose 'instruction' template matches their instruction")
+    return out
