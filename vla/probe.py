@@ -18,6 +18,13 @@ going to the wrong object, and the loss curve does not say why. This probe measu
    pair (a heatmap) and grouped by the words the two instructions differ in when they differ in
    exactly one word ("red -> green"): a word whose swap leaves the actions unchanged is not read.
 
+4. ``wordings=<yaml>`` (e.g. configs/instructions/tabletop_heldout.yaml): for every task and each of
+   its wordings in the file, the action change against the frame's own (training) wording, in
+   absolute terms and relative to the change caused by the instructions of the other tasks (0 =
+   acts as on the training wording, 1 = as differently as for another task), and how often the
+   chunk under the wording is closer to the own task's chunk than to every other task's ("reads
+   as its own task"). Success in closed loop per wording: `vla eval instruction_file=<yaml>`.
+
 Outputs under ``outputs/probe/<time>/``: ``instruction_probe.json``, ``instruction_probe.md``,
 ``instruction_probe.png``; the command that reproduces them is printed.
 """
@@ -97,6 +104,69 @@ def instruction_sensitivity(policy, preprocessor, batches: list[dict[str, Any]],
     }
 
 
+def _rows(raw: dict[str, Any], index: list[int]) -> dict[str, Any]:
+    """The frames ``index`` of a collated batch (tensors and lists)."""
+    out = {}
+    for k, v in raw.items():
+        if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == len(raw["task"]):
+            out[k] = v[index]
+        elif isinstance(v, list) and len(v) == len(raw["task"]):
+            out[k] = [v[i] for i in index]
+        else:
+            out[k] = v
+    return out
+
+
+@torch.no_grad()
+def wording_sensitivity(policy, preprocessor, batches: list[dict[str, Any]], tasks: list[str],
+                        wordings: dict[str, list[str]]) -> dict[str, Any]:
+    """Per task and wording (``wordings``: own instruction -> its rewordings): see step 4 of the module doc."""
+    policy.eval()
+    cfg = policy.config
+    change: dict[tuple[str, str], float] = defaultdict(float)
+    closer: dict[tuple[str, str], int] = defaultdict(int)
+    other: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for raw in batches:
+        own = list(raw["task"])
+        for task in sorted(set(own)):
+            words = wordings.get(task) or []
+            if not words:
+                continue
+            index = [i for i, t in enumerate(own) if t == task]
+            sub = _rows(raw, index)
+            n = len(index)
+            noise = torch.zeros(n, cfg.chunk_size, cfg.action_dim, device=cfg.device)
+
+            def chunk(text: str) -> torch.Tensor:
+                return policy.predict_action_chunk(preprocessor({**sub, "task": [text] * n}), noise=noise).cpu()
+
+            mine = chunk(task)
+            others = [chunk(t) for t in tasks if t != task]
+            other_dist = torch.stack([(o - mine).abs().mean(dim=(1, 2)) for o in others])  # [tasks-1, n]
+            counts[task] += n
+            other[task] += float(other_dist.mean(0).sum())
+            for w in words:
+                got = chunk(w)
+                d_own = (got - mine).abs().mean(dim=(1, 2))
+                d_other = torch.stack([(got - o).abs().mean(dim=(1, 2)) for o in others])
+                change[(task, w)] += float(d_own.sum())
+                closer[(task, w)] += int((d_own < d_other.min(0).values).sum())
+    rows = []
+    for task in tasks:
+        if not counts[task]:
+            continue
+        scale = other[task] / counts[task]
+        for w in wordings.get(task) or []:
+            c = change[(task, w)] / counts[task]
+            rows.append({"task": task, "wording": w, "frames": counts[task], "change": c,
+                         "relative_change": c / scale if scale else None,
+                         "reads_as_own_task": closer[(task, w)] / counts[task]})
+    rel = [r["relative_change"] for r in rows if r["relative_change"] is not None]
+    return {"rows": rows, "mean_relative_change": _mean(rel),
+            "mean_reads_as_own_task": _mean([r["reads_as_own_task"] for r in rows])}
+
+
 @torch.no_grad()
 def keypose_sensitivity(policy, preprocessor, batches: list[dict[str, Any]], tasks: list[str],
                         targets: torch.Tensor) -> dict[str, float]:
@@ -155,6 +225,17 @@ def format_markdown(report: dict[str, Any]) -> str:
         lines += ["| word swapped | pairs | sensitivity |", "|---|---|---|"]
         lines += [f"| {k} | {v['pairs']} | {fmt(v['sensitivity'])} |" for k, v in report["one_word_changes"].items()]
         lines.append("")
+    worded = report.get("wordings")
+    if worded:
+        lines += [f"Rewordings (`{worded['file']}`): change of the action chunk against the training wording, "
+                  "relative to giving another task's instruction (0 = no change, 1 = as different as another "
+                  f"task); mean **{worded['mean_relative_change']:.2f}**; the chunk is closest to its own task's "
+                  f"on **{100 * worded['mean_reads_as_own_task']:.0f} %** of frames.", "",
+                  "| task | wording | change | relative | reads as own task |", "|---|---|---|---|---|"]
+        lines += [f"| {r['task']} | {r['wording']} | {r['change']:.4f} | "
+                  f"{'-' if r['relative_change'] is None else f'{r['relative_change']:.2f}'} | "
+                  f"{100 * r['reads_as_own_task']:.0f} % |" for r in worded["rows"]]
+        lines.append("")
     lines += [f"Heatmap: `{Path(report['plot']).name}`. Reproduce: `{report['reproduce']}`", ""]
     return "\n".join(lines)
 
@@ -212,6 +293,12 @@ def run(cfg, run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
 
         targets = keypose_table(LeRobotDataset(source.repo_id, root=source.root))
         report["keypose"] = keypose_sensitivity(policy, loaded.preprocessor, batches, tasks, targets)
+    if cfg.get("wordings"):
+        from vla.instructions import InstructionSet
+
+        words = InstructionSet.load(cfg.wordings)
+        per_task = {t: words.wordings(t) for t in tasks}
+        report["wordings"] = {"file": words.source, **wording_sensitivity(policy, loaded.preprocessor, batches, tasks, per_task)}
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     own = {"checkpoint", "dataset"}

@@ -59,12 +59,21 @@ def mean_action(policy, pre, wording: str, n: int = 8) -> float:
     return float(policy.predict_action_chunk(pre(batch), noise=noise).mean())
 
 
+_TRAINED: dict[str, tuple] = {}
+
+
+def trained_pair(pair: str):
+    if pair not in _TRAINED:
+        _TRAINED[pair] = train_two_tasks("minilm", PAIRS[pair])
+    return _TRAINED[pair]
+
+
 @pytest.mark.parametrize("pair", list(PAIRS))
 def test_text_encoder_policy_separates_two_tasks_and_their_heldout_rewordings(pair):
     from vla.instructions import InstructionSet
 
     tasks = PAIRS[pair]
-    policy, pre = train_two_tasks("minilm", tasks)
+    policy, pre = trained_pair(pair)
     held = InstructionSet.load("configs/instructions/tabletop_heldout.yaml")
     report = {}
     for sign, task in zip((1, -1), tasks):
@@ -78,3 +87,21 @@ def test_text_encoder_policy_separates_two_tasks_and_their_heldout_rewordings(pa
         assert len(right) >= len(wordings) - 1, (task, scores)  # measured: 4/4 and 3/4 (push: the passive)
         assert sign * scores[wordings[0]] > 0.3, (wordings[0], scores)  # the synonym rewording of each
     print(pair, report)
+
+
+def test_probe_reports_the_action_change_per_heldout_wording():
+    """`vla probe wordings=...` on the trained pair: rewordings act like their own task, not the other."""
+    from vla.instructions import InstructionSet
+    from vla.probe import wording_sensitivity
+
+    policy, pre = trained_pair("bowl_vs_place")
+    tasks = list(PAIRS["bowl_vs_place"])
+    g = torch.Generator().manual_seed(5)
+    frames = [{CAM[0]: torch.rand(6, 3, 64, 64, generator=g), "observation.state": torch.randn(6, 8, generator=g),
+               "task": [tasks[0]] * 3 + [tasks[1]] * 3}]
+    held = InstructionSet.load("configs/instructions/tabletop_heldout.yaml")
+    report = wording_sensitivity(policy, pre, frames, tasks, {t: held.wordings(t) for t in tasks})
+    assert len(report["rows"]) == 8 and all(r["frames"] == 3 for r in report["rows"])
+    assert report["mean_reads_as_own_task"] >= 0.9 and report["mean_relative_change"] < 0.2
+    gibberish = wording_sensitivity(policy, pre, frames, tasks, {tasks[0]: [tasks[1]]})["rows"][0]
+    assert gibberish["relative_change"] == pytest.approx(1.0) and gibberish["reads_as_own_task"] == 0.0
