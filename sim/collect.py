@@ -108,6 +108,7 @@ class CollectPlan:
     compact: bool
     videos: bool
     features: dict = field(default_factory=dict)
+    embodiment: dict | None = None  # the robot as data, written beside the dataset's info.json
 
     def fingerprint(self) -> dict:
         """What must match for two runs to write into the same dataset."""
@@ -190,7 +191,8 @@ def make_plan(cfg: DictConfig) -> CollectPlan:
         raise ValueError(f"max_attempts_per_task ({plan.max_attempts_per_task}) < episodes_per_task ({n})")
     from sim.factory import embodiment
 
-    plan.features = dataset_features(plan.image_size, embodiment(env_cfg))  # the suite's robot
+    robot = embodiment(env_cfg)  # the suite's robot
+    plan.features, plan.embodiment = dataset_features(plan.image_size, robot), robot.to_dict()
     return plan
 
 
@@ -523,7 +525,8 @@ def collect(cfg: DictConfig, run_dir: str | Path, command: str | None = None,
     plan = plan or make_plan(cfg)
     run_dir = Path(run_dir)
     command = command or reproduce_command(plan)
-    store = DatasetStore(plan.root, plan.repo_id, plan.fps, plan.features, plan.fingerprint())
+    store = DatasetStore(plan.root, plan.repo_id, plan.fps, plan.features, plan.fingerprint(),
+                         embodiment=plan.embodiment)
     with store:
         done = store.ledger() + [load_staged(p, frames=False).attempt for p in store.staged()]
         sched = Scheduler(plan.tasks, plan.episodes_per_task, plan.max_attempts_per_task, done)

@@ -79,6 +79,9 @@ ACTION_NAMES = ["dx", "dy", "dz", "drx", "dry", "drz", "gripper"]
 assert len(STATE_NAMES) == STATE_DIM and len(ACTION_NAMES) == ACTION_DIM
 
 
+EMBODIMENT_FILE = "meta/vla_embodiment.json"  # read by vla.training.data.dataset_embodiment
+
+
 def default_repo_id(env_name: str) -> str:
     return f"local/vla_{env_name}"
 
@@ -327,10 +330,14 @@ class DatasetStore:
     an exclusive lock so two collectors cannot write one root.
     """
 
-    def __init__(self, root: str | Path, repo_id: str, fps: int, features: dict, fingerprint: dict):
+    def __init__(self, root: str | Path, repo_id: str, fps: int, features: dict, fingerprint: dict,
+                 embodiment: dict | None = None):
         self.root = Path(root).absolute()
         self.repo_id, self.fps, self.features = repo_id, int(fps), features
         self.fingerprint = fingerprint
+        # The robot as data (Embodiment.to_dict()), written beside info.json: training reads its
+        # action kind and limits from it (vla.training.data.dataset_embodiment) instead of guessing.
+        self.embodiment = embodiment
         self.work = self.root.parent / f".{self.root.name}.collect"
         self.staging = self.work / "staging"
         self._next, self._prev = self.work / "next", self.work / "prev"
@@ -417,6 +424,8 @@ class DatasetStore:
                 robot_type=self.fingerprint.get("robot_type"), use_videos=True, **writer_kwargs,
             )
             (self._next / FINGERPRINT_FILE).write_text(json.dumps(self.fingerprint, indent=1))
+            if self.embodiment is not None:
+                (self._next / EMBODIMENT_FILE).write_text(json.dumps(self.embodiment, indent=1))
         _quiet_encoders()  # after resume: lerobot's metadata loading re-enables datasets' bars
         ledger = read_ledger(self._next)
         committed: list[Attempt] = []

@@ -294,3 +294,16 @@ def test_start_jitter_is_part_of_the_dataset_identity_only_when_set():
     jittered = make_plan(compose_config(["env=tabletop", "env.start_jitter=0.12"])).fingerprint()
     assert "start_jitter" not in home["env_config"]
     assert jittered["env_config"]["start_jitter"] == 0.12 and jittered != home
+
+
+def test_the_dataset_records_its_robot(tabletop_dataset):
+    """meta/vla_embodiment.json: training reads the action kind and limits from it, not a guess."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+
+    from vla.training.data import dataset_embodiment
+
+    robot = dataset_embodiment(LeRobotDatasetMetadata("local/vla_tabletop", root=tabletop_dataset))
+    assert (tabletop_dataset / "meta" / "vla_embodiment.json").is_file()
+    assert robot.action_kind == "delta_eef" and robot.camera_names == ["agentview", "wrist"]
+    assert robot.limits[0].tolist() == [-1.0] * 7 and robot.gripper_dims == (6,)
+    assert robot.eef_position_dims == (0, 1, 2)
