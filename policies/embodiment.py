@@ -277,6 +277,15 @@ class Embodiment:
         return feats
 
 
+def env_embodiment(env: Any) -> Embodiment:
+    """The robot an env simulates: its own ``embodiment`` attribute (every vla suite defines one),
+    else what its gymnasium spaces say (limits = the action Box)."""
+    robot = getattr(getattr(env, "unwrapped", env), "embodiment", None)
+    if robot is not None:
+        return robot
+    return Embodiment.from_spaces(env.observation_space, env.action_space)
+
+
 def _names(feature: dict, n: int) -> tuple[str, ...]:
     names = feature.get("names")
     if isinstance(names, dict):  # older lerobot: {"motors": [...]}

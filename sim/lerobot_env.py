@@ -18,7 +18,10 @@ import gymnasium as gym
 from lerobot.configs import FeatureType, PolicyFeature
 from lerobot.envs.configs import EnvConfig, _make_vec_env_cls
 
-from sim.spaces import ACTION_DIM, ACTION_KEY, CAMERAS, OBS_IMAGE_KEYS, OBS_STATE_KEY, STATE_DIM
+from sim.spaces import ACTION_KEY, OBS_STATE_KEY, embodiment
+
+# The tabletop suite's robot (sim/spaces.py); lerobot's feature map follows from it.
+ROBOT = embodiment(128)
 
 
 @EnvConfig.register_subclass("vla_tabletop")
@@ -31,21 +34,21 @@ class VLATabletopEnvConfig(EnvConfig):
     observation_height: int = 128
     observation_width: int = 128
     features: dict[str, PolicyFeature] = field(
-        default_factory=lambda: {ACTION_KEY: PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,))}
+        default_factory=lambda: {ACTION_KEY: PolicyFeature(type=FeatureType.ACTION, shape=(ROBOT.action_dim,))}
     )
     features_map: dict[str, str] = field(
         default_factory=lambda: {
             ACTION_KEY: ACTION_KEY,
             "agent_pos": OBS_STATE_KEY,
-            **{f"pixels/{cam}": OBS_IMAGE_KEYS[cam] for cam in CAMERAS},
+            **{f"pixels/{cam.name}": cam.key for cam in ROBOT.cameras},
         }
     )
 
     def __post_init__(self) -> None:
         shape = (self.observation_height, self.observation_width, 3)
-        for cam in CAMERAS:
-            self.features[f"pixels/{cam}"] = PolicyFeature(type=FeatureType.VISUAL, shape=shape)
-        self.features["agent_pos"] = PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,))
+        for cam in ROBOT.cameras:
+            self.features[f"pixels/{cam.name}"] = PolicyFeature(type=FeatureType.VISUAL, shape=shape)
+        self.features["agent_pos"] = PolicyFeature(type=FeatureType.STATE, shape=(ROBOT.state_dim,))
 
     @property
     def gym_kwargs(self) -> dict:

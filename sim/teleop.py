@@ -40,9 +40,6 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from sim.spaces import ACTION_DIM, CAMERAS
-
-GRIPPER = ACTION_DIM - 1
 KEY_ESC, KEY_CTRL_C = 27, 3
 ENTER_KEYS = {10, 13, curses.KEY_ENTER}
 BACKSPACE_KEYS = {8, 127, curses.KEY_BACKSPACE}
@@ -59,14 +56,15 @@ CUBE_LEVEL = np.abs(np.arange(256)[:, None] - np.array([0, 95, 135, 175, 215, 25
 class Buffer:
     """Steps of the episode being recorded: observation before each step + the action taken."""
 
-    images: dict[str, list[np.ndarray]] = field(default_factory=lambda: {c: [] for c in CAMERAS})
+    cameras: list[str]  # the robot's (Embodiment.camera_names)
+    images: dict[str, list[np.ndarray]] = field(default_factory=dict)
     state: list[np.ndarray] = field(default_factory=list)
     action: list[np.ndarray] = field(default_factory=list)
     success: bool = False
 
     def add(self, obs: dict, action: np.ndarray) -> None:
-        for cam in CAMERAS:
-            self.images[cam].append(np.array(obs["pixels"][cam], dtype=np.uint8, copy=True))
+        for cam in self.cameras:
+            self.images.setdefault(cam, []).append(np.array(obs["pixels"][cam], dtype=np.uint8, copy=True))
         self.state.append(np.asarray(obs["agent_pos"], dtype=np.float32).copy())
         self.action.append(action.copy())
 
@@ -137,6 +135,14 @@ class Session:
 
     def __init__(self, cfg: DictConfig, env_cfg: Any, env: Any, recorder: Recorder, task: str, fps: float):
         self.cfg, self.env_cfg, self.env, self.recorder, self.task = cfg, env_cfg, env, recorder, task
+        from policies.embodiment import env_embodiment
+
+        # Keyboard teleop moves an end effector: the keys map to delta-EEF axes (configs/teleop.yaml).
+        self.robot = env_embodiment(env)
+        if self.robot.action_kind != "delta_eef" or not self.robot.gripper_dims:
+            raise ValueError(f"vla teleop drives delta-EEF arms with a gripper; this env's robot is "
+                             f"{self.robot.describe()}. Record it with its own teleop device (lerobot-record).")
+        self.gripper_dim = self.robot.gripper_dims[-1]
         self.keys = {str(k): (int(v[0]), float(v[1])) for k, v in cfg["keys"].items()}
         self.fps = fps
         self.speed = float(cfg.speed)
@@ -169,12 +175,12 @@ class Session:
         """Apply this tick's keys, then step the env once (recording if on)."""
         if self.signalled:
             return self.request_quit()
-        action = np.zeros(ACTION_DIM, dtype=np.float32)
+        action = np.zeros(self.robot.action_dim, dtype=np.float32)
         for key in pressed:
             self._key(key, action)
             if self.quit:
                 return
-        action[GRIPPER] = self.gripper
+        action[self.gripper_dim] = self.gripper
         if self.buffer is not None:
             self.buffer.add(self.obs, action)
         self.obs, _, _, truncated, info = self.env.step(action)
@@ -230,7 +236,7 @@ class Session:
     # --- recording
     def start(self) -> None:
         self.obs = self._reset()
-        self.buffer = Buffer()
+        self.buffer = Buffer(self.robot.camera_names)
         self.message = f"recording episode {self.recorder.next_index} of '{self.task}'"
 
     def stop(self, save: bool, why: str = "") -> None:
@@ -312,8 +318,9 @@ class Screen:
         for i, line in enumerate(help_lines(s.keys)):
             put(8 + i, 2, line)
         if self.preview:
-            put(7, HELP_WIDTH, f"{CAMERAS[0]} camera", curses.A_UNDERLINE)
-            self._preview(s.obs["pixels"][CAMERAS[0]], top=8, left=HELP_WIDTH, h=h, w=w)
+            cam = s.robot.camera_names[0]
+            put(7, HELP_WIDTH, f"{cam} camera", curses.A_UNDERLINE)
+            self._preview(s.obs["pixels"][cam], top=8, left=HELP_WIDTH, h=h, w=w)
         scr.refresh()
 
     def _preview(self, img: np.ndarray, top: int, left: int, h: int, w: int) -> None:
@@ -435,9 +442,12 @@ def teleop(cfg: DictConfig, run_dir: Path) -> Path | None:
     fps = float(env_cfg.get("fps") or env.metadata.get("render_fps", 20))
     root = Path(cfg.root or f"outputs/datasets/teleop_{suite}").absolute()
     repo_id = str(cfg.repo_id or f"local/vla_teleop_{suite}")
-    features = dataset_features(image_size_of(env_cfg))
+    from policies.embodiment import env_embodiment
+
+    robot = env_embodiment(env)
+    features = dataset_features(image_size_of(env_cfg), robot)
     fingerprint = _fingerprint(repo_id, OmegaConf.to_container(env_cfg), fps, features)
-    store = DatasetStore(root, repo_id, int(round(fps)), features, fingerprint)
+    store = DatasetStore(root, repo_id, int(round(fps)), features, fingerprint, embodiment=robot.to_dict())
     run_dir.mkdir(parents=True, exist_ok=True)
     with store, _quiet_terminal(run_dir / "teleop_stderr.log"):
         recorder = Recorder(store, task)

@@ -41,7 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from policies.embodiment import Embodiment
+from policies.embodiment import Embodiment, env_embodiment  # noqa: F401  (env_embodiment: re-exported)
 
 IMAGE_KEY_PREFIX = "observation.images."
 
@@ -71,15 +71,6 @@ def check_actions(actions: Any, robot: Embodiment, source: str = "policy") -> np
         steps = sorted({int(i) for i in np.argwhere(~np.isfinite(arr.reshape(-1, robot.action_dim)))[:, 0]})
         raise FloatingPointError(f"{source} returned non-finite actions (NaN/Inf at chunk steps {steps[:8]})")
     return robot.check_actions(arr, who=source)
-
-
-def env_embodiment(env: Any) -> Embodiment:
-    """The robot an env simulates: its own ``embodiment`` (every suite defines one), else what its
-    gymnasium spaces say (limits = the action Box)."""
-    robot = getattr(getattr(env, "unwrapped", env), "embodiment", None)
-    if robot is not None:
-        return robot
-    return Embodiment.from_spaces(env.observation_space, env.action_space)
 
 
 def policy_embodiment(config: Any) -> Embodiment:
