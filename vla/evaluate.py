@@ -154,6 +154,9 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
         missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
         if missing:  # caught here, not minutes later inside every worker
             raise FileNotFoundError(f"checkpoint '{path}' is incomplete: missing {', '.join(missing)}")
+        from policies.checkpoint_files import check_processor_files, trust_from_env
+
+        check_processor_files(path, trust_code=trust_from_env())  # no torch yet: an unsafe folder fails in 1 s
         checkpoint = str(path)
     # Baselines run no torch; a checkpoint on a missing GPU fails here, not wrapped in a load error.
     device = str(cfg.device) if checkpoint in BASELINES else check_device(cfg.device)
