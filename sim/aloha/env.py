@@ -196,9 +196,19 @@ class AlohaEnv(gym.Env):
         if not np.all(np.isfinite(act)):
             raise ValueError(f"action contains NaN or Inf: {act.tolist()}")
         if not self._started:
-            raise RuntimeError("call reset() before step()")
+            raise RuntimeError("call reset() before step() (and after an episode ended in a physics error)")
         act = np.clip(act, self.action_space.low, self.action_space.high)  # the joints' limits
-        ts = self._env.step(act.astype(np.float64))
+        from dm_control.rl.control import PhysicsError
+
+        try:
+            ts = self._env.step(act.astype(np.float64))
+        except PhysicsError as e:
+            # Joint targets that jump across the range every step (random actions, a diverging policy)
+            # can make MuJoCo's solver blow up (mjWARN_BADQACC). The episode ends there as a failure
+            # (truncated, info["physics_error"]); the next reset() starts a clean one.
+            self._started = False
+            info = {**self._info(False), "physics_error": str(e).splitlines()[0]}
+            return self._last_obs, 0.0, False, True, info
         self._elapsed += 1
         reward = float(ts.reward or 0.0)
         success = reward >= self._env.task.max_reward
@@ -221,7 +231,8 @@ class AlohaEnv(gym.Env):
             top = self._render_top()
         else:  # same space, no rendering cost: a blank frame
             top = np.zeros((*self.image_size, 3), dtype=np.uint8)
-        return {"pixels": {"top": top}, "agent_pos": np.asarray(qpos, dtype=np.float32)}
+        self._last_obs = {"pixels": {"top": top}, "agent_pos": np.asarray(qpos, dtype=np.float32)}
+        return self._last_obs
 
     def _render_top(self) -> np.ndarray:
         if self._renderer is None:
