@@ -40,20 +40,14 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import logging
 import math
-import multiprocessing as mp
 import os
 import shlex
-import signal
-import sys
 import threading
 import time
-import zlib
 from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,9 +70,8 @@ from sim.dataset import (
     load_staged,
     stage_episode,
 )
+from vla.rollout import STEP_GUARD, DatasetRecorder, EnvCache, WorkerPool, episode_seed  # noqa: F401  (the engine)
 from vla.training.settings import number  # the one "key=value must be an integer in [a, b]" check
-
-STEP_GUARD = 10_000  # hard cap on steps if an env never truncates (max_steps=null)
 # Env config keys that select what to run rather than what an episode is: not part of the fingerprint.
 SELECTION_KEYS = ("tasks",)
 
@@ -213,76 +206,26 @@ def env_image_size(env_cfg: Any) -> tuple[int, int]:
 # ── one episode ────────────────────────────────────────────────────────────────────────────
 
 
-def episode_seed(seed: int, task: str, episode_index: int) -> int:
-    """Seed of episode i of a task: independent of which worker runs it or in which order."""
-    return int(np.random.SeedSequence([seed, zlib.crc32(task.encode()), episode_index]).generate_state(1)[0])
-
-
-def _reset_expert(expert: Any, seed: int) -> None:
-    """Give the expert the episode seed when it takes one (a custom `expert=` may not)."""
-    if "seed" in inspect.signature(expert.reset).parameters:
-        expert.reset(seed=seed)
-    else:
-        expert.reset()
-
-
-ACTION_LABELS = ("executed", "intended")
-
-
-def env_robot(env: Any) -> Any:
-    """The env's robot (``env.unwrapped.embodiment``; the tabletop/LIBERO arm for envs without one)."""
-    base = env.unwrapped
-    if getattr(base, "embodiment", None) is not None:
-        return base.embodiment
-    from sim.spaces import embodiment
-
-    return embodiment(tuple(base.image_size))
-
-
-def _intended_action(expert: Any, robot: Any) -> np.ndarray:
-    """The action the expert meant this step, before its exploration noise (DART labels)."""
-    intended = getattr(expert, "intended_action", None)
-    if intended is None:
-        raise TypeError(
-            f"action_label=intended needs an expert that sets `intended_action` in act(); "
-            f"{type(expert).__name__} does not"
-        )
-    return robot.check_actions(intended, who="expert (intended action)")[0]
+ACTION_LABELS = DatasetRecorder.LABELS
 
 
 def record_episode(
     env: Any, expert: Any, env_cfg: Any, task: str, episode_index: int, seed: int,
     keep_failed: bool = False, max_steps: int | None = None, action_label: str = "executed",
 ) -> Episode:
-    """Run the expert for one episode and return every (observation, action) step; the recorded
-    action is the executed one, or with ``action_label="intended"`` the expert's noise-free one."""
-    from sim.factory import reset_options
+    """Run the expert for one episode through the rollout engine (vla/rollout.py: episode ``i`` =
+    ``reset_options(env_cfg, task, i)`` with the seed derived from (``seed``, task, i), the expert
+    reset with it) and return every (observation, action) step; the recorded action is the executed
+    one (checked and clipped into the robot's limits), or with ``action_label="intended"`` the
+    expert's noise-free one."""
+    from vla.rollout import ExpertAgent, episode_spec, run_episode
 
-    cfg = env_cfg if isinstance(env_cfg, DictConfig) else OmegaConf.create(env_cfg)
-    ep_seed = episode_seed(seed, task, episode_index)
-    obs, info = env.reset(seed=ep_seed, options=reset_options(cfg, task, episode_index))
-    _reset_expert(expert, ep_seed)
-    instruction = str(info.get("task") or getattr(env.unwrapped, "task_description", task))
-    robot = env_robot(env)
-    images: dict[str, list[np.ndarray]] = {cam: [] for cam in robot.camera_names}
-    states, actions = [], []
-    success = False
-    for _ in range(max_steps or STEP_GUARD):
-        action = robot.check_actions(expert.act(obs), who="expert")[0]  # what the env executes (clipped to its limits)
-        label = action if action_label == "executed" else _intended_action(expert, robot)
-        for cam in robot.camera_names:
-            # Copy: a renderer may hand back the same buffer every step.
-            images[cam].append(np.array(obs["pixels"][cam], dtype=np.uint8, copy=True))
-        states.append(np.asarray(obs["agent_pos"], dtype=np.float32))
-        actions.append(label)
-        obs, _, terminated, truncated, info = env.step(action)
-        success = bool(info.get("is_success", False))
-        if terminated or truncated:
-            break
-    attempt = Attempt(task, episode_index, success, success or keep_failed, ep_seed, len(actions), instruction)
-    return Episode(
-        attempt, {cam: np.stack(v) for cam, v in images.items()}, np.stack(states), np.stack(actions)
-    )
+    recorder = DatasetRecorder(action_label, expert)
+    r = run_episode(env, ExpertAgent(expert), episode_spec(env_cfg, task, episode_index, seed),
+                    max_steps=max_steps, subscribers=[recorder])
+    images, states, actions = recorder.arrays()
+    attempt = Attempt(task, episode_index, r.success, r.success or keep_failed, r.seed, r.length, r.instruction)
+    return Episode(attempt, images, states, actions)
 
 
 # ── simulation workers (one env per process, reused while the task stays the same) ─────────
@@ -290,61 +233,37 @@ def record_episode(
 _WORKER: dict[str, Any] = {}
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """End this worker when `vla collect` ends, however it ends. A SIGKILLed parent used to leave its
-    workers running the jobs still queued in their pipe, staging episodes for nobody (and, since
-    they hold its pipe, the multiprocessing resource tracker alive with them)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: the kernel sends the signal when the parent dies
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-    def watch() -> None:  # elsewhere (and as a backstop): notice being re-parented
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _init_worker(settings: dict, parent_pid: int | None = None) -> None:
-    if parent_pid is not None:
-        _die_with_parent(parent_pid)
+def _init_worker(settings: dict) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import sim  # noqa: F401  (registers the gym ids)
 
     _close_worker_env()
-    _WORKER.update(settings, cached=None)
+    _WORKER.update(settings, envs=EnvCache(_build_env))
 
 
 def _close_worker_env() -> None:
-    cached = _WORKER.get("cached")
-    if cached is not None:
-        cached[1].close()
-    _WORKER["cached"] = None
+    if _WORKER.get("envs") is not None:
+        _WORKER["envs"].close()
 
 
-def _worker_env(task: str) -> tuple[Any, Any]:
-    cached = _WORKER.get("cached")
-    if cached is None or cached[0] != task:
-        from sim.factory import make_env
+def _build_env(task: str) -> tuple[Any, Any]:
+    from sim.factory import make_env
 
-        _close_worker_env()
-        module, func = _WORKER["expert"].split(":")
-        env = make_env(OmegaConf.create(_WORKER["env_cfg"]), task, cameras=True)
+    module, func = _WORKER["expert"].split(":")
+    env = make_env(OmegaConf.create(_WORKER["env_cfg"]), task, cameras=True)
+    try:
         expert = getattr(importlib.import_module(module), func)(env, **_WORKER["expert_kwargs"])
-        _WORKER["cached"] = (task, env, expert)
-    return _WORKER["cached"][1], _WORKER["cached"][2]
+    except BaseException:
+        env.close()
+        raise
+    return env, expert
 
 
 def _worker_job(task: str, episode_index: int) -> tuple[Attempt, str, float]:
     """Record one episode and stage it; returns its attempt, the staged file and the seconds spent."""
     start = time.monotonic()
-    env, expert = _worker_env(task)
+    env, expert = _WORKER["envs"].get(task)
     episode = record_episode(
         env, expert, _WORKER["env_cfg"], task, episode_index, _WORKER["seed"],
         _WORKER["keep_failed"], _WORKER["max_steps"], _WORKER["action_label"],
@@ -465,42 +384,13 @@ def _worker_settings(plan: CollectPlan, store: DatasetStore) -> dict:
     }
 
 
-def _run_serial(run: _Run, settings: dict) -> None:
-    _init_worker(settings)
-    try:
-        while jobs := run.sched.next_jobs():
-            for task, i in jobs:
-                run.episode_done(*_worker_job(task, i))
-                run.maybe_commit()
-    finally:
-        _close_worker_env()
-
-
-def _run_parallel(run: _Run, settings: dict, workers: int) -> None:
-    # spawn, not fork: MuJoCo/EGL contexts and torch threads do not survive a fork.
-    pool = ProcessPoolExecutor(
-        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(settings, os.getpid())
-    )
-    futures: dict[Future, tuple[str, int]] = {}
-    ok = False
-    try:
-        while True:
-            for job in run.sched.next_jobs():
-                futures[pool.submit(_worker_job, *job)] = job
-            if not futures:
-                break
-            done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
-            for fut in done:
-                task, i = futures.pop(fut)
-                try:
-                    result = fut.result()
-                except Exception as e:
-                    raise RuntimeError(f"episode {i} of task '{task}' failed in a worker: {e!r}") from e
-                run.episode_done(*result)
-            run.maybe_commit()
-        ok = True
-    finally:
-        pool.shutdown(wait=ok, cancel_futures=not ok)
+def _run_jobs(run: _Run, settings: dict, workers: int) -> None:
+    """The scheduler's jobs through the rollout engine's worker pool (``workers`` spawned processes
+    that die with this one; 0 = in this process), committing between results."""
+    pool = WorkerPool(workers, _init_worker, (settings,), context="spawn", cleanup=_close_worker_env)
+    with pool:
+        pool.stream(_worker_job, run.sched.next_jobs, lambda job, result: run.episode_done(*result),
+                    tick=run.maybe_commit)
 
 
 # ── the command ────────────────────────────────────────────────────────────────────────────
@@ -537,10 +427,7 @@ def collect(cfg: DictConfig, run_dir: str | Path, command: str | None = None,
                 # lerobot + torch take seconds to import; overlap that with the workers' start-up
                 # instead of stalling the first commit (the main thread is idle meanwhile).
                 threading.Thread(target=importlib.import_module, args=("lerobot.datasets",), daemon=True).start()
-            if plan.workers == 0:
-                _run_serial(run, settings)
-            else:
-                _run_parallel(run, settings, plan.workers)
+            _run_jobs(run, settings, plan.workers)
             run.maybe_commit(force=True)
         except BaseException:
             # No final commit on Ctrl-C / errors: exit fast. Finished episodes are staged on disk.

@@ -35,12 +35,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing as mp
 import os
-import random
 import shlex
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +49,7 @@ from tqdm import tqdm
 EXPERT = "expert"
 RANDOM = "random"
 BASELINES = (EXPERT, RANDOM)  # checkpoint= names that are not folders: built per env, no torch
-STEP_GUARD = 10_000  # hard cap if an env never truncates
+from vla.rollout import STEP_GUARD, episode_seed  # noqa: F401  (the engine's; re-exported)
 # Report order of the per-call timings: the adapter's stages, then the model's inside "model".
 STAGE_ORDER = ("preprocess", "vision", "compressor", "backbone", "action_head", "model", "postprocess", "total")
 # What vla/checkpoint.py and lerobot-train write (checked before workers start; loading checks the rest).
@@ -202,73 +199,27 @@ class EpisodeResult:
     policy: dict = field(default_factory=dict)  # {"type", "params"} of the policy that ran it
 
 
-def episode_seed(seed: int, task: str, episode: int) -> int:
-    from sim.collect import episode_seed as derive
-
-    return derive(seed, task, episode)  # same derivation as `vla collect`: (seed, task, i) -> seed
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    import sys
-
-    if "torch" in sys.modules:  # only policies that use torch pay for importing it
-        sys.modules["torch"].manual_seed(seed)
-
-
 def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) -> EpisodeResult:
-    """Roll out one episode; records frames only for the first ``video_episodes`` episodes."""
-    from sim.factory import reset_options
-    from vla.runtime import check_actions, env_embodiment, obs_from_env
+    """Roll out job ``episode`` of ``task`` through the rollout engine (vla/rollout.py: seeds, reset
+    options, re-planning, ``observe``, the action check); records frames only for the first
+    ``video_episodes`` episodes."""
+    from vla.rollout import Metrics, Video, episode_spec
+    from vla.rollout import run_episode as rollout
 
-    started = time.perf_counter()
     job = episode
     episode, wording = plan.layout_and_wording(task, job)  # another wording replays the same layouts
-    seed = episode_seed(plan.seed, task, episode)
-    env_cfg = OmegaConf.create(plan.env_cfg)
-    _seed_everything(seed)
-    obs, info = env.reset(seed=seed, options=reset_options(env_cfg, task, episode))
-    policy.reset()
-    instruction = wording or str(info.get("task") or getattr(env.unwrapped, "task_description", task))
-    record = episode < plan.video_episodes
-    robot = env_embodiment(env)
-    frames: dict[str, list[np.ndarray]] = {cam: [obs["pixels"][cam].copy()] for cam in robot.camera_names} if record else {}
-    replan = plan.replan or getattr(policy, "n_action_steps", None)
-    observe = getattr(policy, "observe", None)  # policies with an observation history see every frame
-    latencies, stages, tokens = [], {}, []
-    steps, success, done = 0, False, False
-    while not done and steps < STEP_GUARD:
-        start = time.perf_counter()
-        out = policy.infer(obs_from_env(obs, instruction))
-        latencies.append((time.perf_counter() - start) * 1e3)
-        for name, ms in (out.get("timing_ms") or {}).items():
-            stages[name] = stages.get(name, 0.0) + float(ms)
-        tokens.append(int(out.get("visual_tokens") or 0))
-        chunk = check_actions(out["actions"], getattr(policy, "embodiment", None) or robot)
-        executed = chunk[: replan or len(chunk)]
-        for j, action in enumerate(executed):
-            obs, _, terminated, truncated, info = env.step(action)
-            steps += 1
-            if record:
-                for cam in robot.camera_names:
-                    frames[cam].append(obs["pixels"][cam].copy())
-            if terminated or truncated:
-                success, done = bool(info.get("is_success", False)), True
-                break
-            if observe is not None and j + 1 < len(executed):  # the last one goes to the next infer
-                observe(obs_from_env(obs, instruction))
+    metrics = Metrics()
+    subscribers: list[Any] = [metrics]
     video = None
-    if record:
-        from sim.video import write_rollout_video
-
+    if episode < plan.video_episodes:
         path = Path(plan.out_dir) / "videos" / f"{_slug(task)}_ep{episode:03d}{f'_w{job // plan.episodes}' if wording else ''}.mp4"
-        fps = float(plan.env_cfg.get("fps") or env.metadata.get("render_fps") or 20)
-        label = f"ep {episode} {'SUCCESS' if success else 'fail'}"
-        video = str(write_rollout_video(path, {c: np.stack(v) for c, v in frames.items()}, instruction, fps, label))
-    return EpisodeResult(task, episode, seed, success, steps, instruction, latencies, stages,
-                         float(np.mean(tokens)) if tokens else 0.0, video, time.perf_counter() - started, os.getpid(),
-                         policy_info(policy))
+        video = Video(path, plan.env_cfg.get("fps"))
+        subscribers.append(video)
+    r = rollout(env, policy, episode_spec(plan.env_cfg, task, episode, plan.seed, instruction=wording),
+                replan=plan.replan, subscribers=subscribers)
+    return EpisodeResult(task, episode, r.seed, r.success, r.length, r.instruction, metrics.latency_ms,
+                         metrics.stage_ms, metrics.visual_tokens, video.written if video else None, r.wall_s,
+                         os.getpid(), policy_info(policy))
 
 
 def policy_info(policy: Any) -> dict:
@@ -296,14 +247,15 @@ def _init_worker(plan: EvalPlan, threads: int | None = None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+    from vla.rollout import EnvCache
+
     _WORKER.clear()
-    _WORKER.update(plan=plan, task=None, env=None, policy=None)
+    _WORKER.update(plan=plan, policy=None, envs=EnvCache(_build_env))
 
 
 def _close_worker() -> None:
-    if _WORKER.get("env") is not None:
-        _WORKER["env"].close()
-    _WORKER.update(task=None, env=None)
+    if _WORKER.get("envs") is not None:
+        _WORKER["envs"].close()
 
 
 class PolicyLoadError(ValueError):
@@ -348,27 +300,29 @@ def _bound_policy(env: Any) -> Any:
     return _loaded_policy()
 
 
-def _worker_job(task: str, episode: int) -> EpisodeResult:
+def _build_env(task: str) -> tuple[Any, Any]:
+    """This worker's env for ``task`` and the policy bound to it (EnvCache: rebuilt when the task changes)."""
+    from sim.factory import make_env
+    from vla.runtime import check_compatible, env_embodiment
+
     plan: EvalPlan = _WORKER["plan"]
-    if _WORKER["task"] != task:
-        from sim.factory import make_env
+    if plan.checkpoint not in BASELINES:
+        # Before the env: a checkpoint that does not load fails in seconds, with no GL
+        # context to tear down (that printed two EGL tracebacks after the error).
+        _loaded_policy()
+    env = make_env(OmegaConf.create(plan.env_cfg), task, cameras=True)
+    bound = _bound_policy(env)
+    try:  # a policy for another robot: every differing field named, before an episode runs
+        check_compatible(bound, env_embodiment(env), where=f"env {plan.env_cfg.get('suite')} ({task})")
+    except ValueError as e:
+        env.close()
+        raise PolicyLoadError(str(e)) from e
+    return env, bound
 
-        _close_worker()
-        if plan.checkpoint not in BASELINES:
-            # Before the env: a checkpoint that does not load fails in seconds, with no GL
-            # context to tear down (that printed two EGL tracebacks after the error).
-            _loaded_policy()
-        env = make_env(OmegaConf.create(plan.env_cfg), task, cameras=True)
-        bound = _bound_policy(env)
-        from vla.runtime import check_compatible, env_embodiment
 
-        try:  # a policy for another robot: every differing field named, before an episode runs
-            check_compatible(bound, env_embodiment(env), where=f"env {plan.env_cfg.get('suite')} ({task})")
-        except ValueError as e:
-            env.close()
-            raise PolicyLoadError(str(e)) from e
-        _WORKER.update(task=task, env=env, bound=bound)
-    return run_episode(_WORKER["env"], _WORKER["bound"], plan, task, episode)
+def _worker_job(task: str, episode: int) -> EpisodeResult:
+    env, bound = _WORKER["envs"].get(task)
+    return run_episode(env, bound, _WORKER["plan"], task, episode)
 
 
 def _torch_threads(value: int | None = None) -> int | None:
@@ -383,65 +337,37 @@ def _torch_threads(value: int | None = None) -> int | None:
     return torch.get_num_threads()
 
 
-def _mp_context(plan: EvalPlan) -> mp.context.BaseContext:
+def _preload(plan: EvalPlan) -> list[str]:
     """forkserver with the heavy modules preloaded: workers fork from a server that imported
     torch/lerobot once (nothing has run there: no GL context, no torch thread pool, which is why
     plain fork from this process would be unsafe). With spawn, every worker re-imports them, and
     K imports at once on a busy 2-core machine took longer than the whole evaluation."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    preload = ["sim", "sim.factory", "sim.experts", "sim.video", "vla.runtime"]
+    preload = ["sim", "sim.factory", "sim.experts", "sim.video", "vla.runtime", "vla.rollout"]
     if plan.checkpoint not in BASELINES:
         preload += ["torch", "vla.checkpoint", "policies.modeling_vla", "policies.processor_vla"]
-    ctx.set_forkserver_preload(preload)  # only takes effect if the server is not running yet
-    return ctx
+    return preload
 
 
 def _run_jobs(plan: EvalPlan, bar: tqdm) -> list[EpisodeResult]:
-    results: list[EpisodeResult] = []
+    """Every job's result (in job order), through the rollout engine's worker pool."""
+    from vla.rollout import Progress, WorkerPool
 
-    def done(result: EpisodeResult) -> None:
-        results.append(result)
-        ok = sum(r.success for r in results)
-        bar.set_postfix_str(f"success {ok}/{len(results)}, {result.task}")
-        bar.update()
-
+    progress = Progress(bar)
     # K workers x all cores each would oversubscribe the CPU; on a shared machine even one process
     # with 2 threads was ~8x slower per call than with 1 (see configs/eval.yaml `threads`).
     threads = plan.threads or max(1, (os.cpu_count() or 1) // plan.num_envs)
-    if plan.num_envs == 1:
-        before = _torch_threads()
-        _init_worker(plan, threads)
-        try:
-            for job in plan.jobs:
-                done(_worker_job(*job))
-        finally:
-            _close_worker()
-            if before is not None:  # this process may go on (tests, notebooks)
-                _torch_threads(before)
-        return results
-    pool = ProcessPoolExecutor(plan.num_envs, mp_context=_mp_context(plan),
-                               initializer=_init_worker, initargs=(plan, threads))
-    ok = False
-    try:
-        # Jobs are submitted in task order, so a worker mostly keeps its env across episodes.
-        futures: dict[Future, tuple[str, int]] = {pool.submit(_worker_job, *job): job for job in plan.jobs}
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                task, i = futures[fut]
-                try:
-                    done(fut.result())
-                except PolicyLoadError:
-                    raise
-                except Exception as e:
-                    raise RuntimeError(f"episode {i} of task '{task}' failed in a worker: {e!r}") from e
-        ok = True
-    finally:
-        pool.shutdown(wait=ok, cancel_futures=not ok)
-    return results
+    before = _torch_threads() if plan.num_envs == 1 else None
+
+    def cleanup() -> None:  # num_envs=1 ran in this process, which may go on (tests, notebooks)
+        _close_worker()
+        if before is not None:
+            _torch_threads(before)
+
+    # Jobs are in task order, so a worker mostly keeps its env across episodes.
+    pool = WorkerPool(0 if plan.num_envs == 1 else plan.num_envs, _init_worker, (plan, threads),
+                      context="forkserver", preload=_preload(plan), cleanup=cleanup, passthrough=(PolicyLoadError,))
+    with pool:
+        return pool.map(_worker_job, plan.jobs, on_result=lambda job, r: progress.update(r.success, r.task))
 
 
 # ── the command ────────────────────────────────────────────────────────────────────────────
