@@ -11,11 +11,11 @@ Conventions (lerobot's): camera ``name`` -> batch key ``observation.images.<name
 and datasets, 3xHxW float in [0, 1] in batches.
 
 Action kinds:
-    delta_eef        end-effector deltas (position, rotation) + gripper, normalised to [-1, 1]
-                     (LIBERO / robosuite OSC_POSE; the tabletop suite)
+    delta_eef        end-effector deltas (position[, rotation]) + gripper, normalised to [-1, 1]
+                     (LIBERO / robosuite OSC_POSE; the tabletop suite; Meta-World's 4-D hand delta)
     joint_position   absolute joint targets in the joints' units (rad, or deg for SO-100 data)
     joint_delta      joint increments
-    eef_position     absolute end-effector targets (Meta-World-style position control, normalised)
+    eef_position     absolute end-effector targets
     other            anything else (no kind-specific behaviour)
 
 Limits are per action dimension, in the action's own units: the runtime clips a chunk into the

@@ -17,6 +17,11 @@ from typing import Any
 
 import gymnasium as gym
 
+class MissingExtraError(ImportError):
+    """A suite's simulator is not installed; the message names the extra (`pip install -e ".[x]"`).
+    The `vla` commands print it as one line, without a traceback."""
+
+
 SUITES = {
     "tabletop": "sim.tabletop",
     "libero_spatial": "sim.libero",

@@ -39,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "prune": Command("vla.prune:main", "prune", "EfficientVLA layer pruning of a checkpoint, calibrated on a dataset"),
     "probe": Command("vla.probe:main", "probe", "does a policy read its instruction? action change per swapped instruction/word"),
     "results": Command("vla.results:main", "results", "write docs/results.md from the committed eval reports in results/"),
+    "serve": Command("vla.serve:main", "serve", "a checkpoint as a policy server: openpi websocket (openpi-client) or lerobot gRPC"),
 }
 
 # `vla bench <name>`: benchmarks, each with configs/bench/<name>.yaml.
@@ -101,7 +102,12 @@ def _call(module_name: str, func_name: str, cfg) -> object:
     from hydra.core.hydra_config import HydraConfig
 
     try:
-        return getattr(importlib.import_module(module_name), func_name)(cfg)
+        try:
+            return getattr(importlib.import_module(module_name), func_name)(cfg)
+        except ImportError as e:
+            if type(e).__name__ == "MissingExtraError":  # sim.factory's: names the extra to install
+                raise SystemExit(f"{sys.argv[0]}: error: {e}") from None  # argv[0]: "vla <command>"
+            raise
     except BaseException as e:
         if not (isinstance(e, SystemExit) and e.code in (None, 0)):
             from vla.run_dir import remove_if_unused

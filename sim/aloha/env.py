@@ -65,7 +65,9 @@ def import_gym_aloha():
         from gym_aloha import constants, utils
         from gym_aloha.tasks import sim, sim_end_effector
     except ImportError as e:
-        raise ImportError(f"{INSTALL_HINT} ({e})") from e
+        from sim.factory import MissingExtraError
+
+        raise MissingExtraError(f"{INSTALL_HINT} ({e})") from e
     return constants, sim, sim_end_effector, utils
 
 

@@ -24,6 +24,12 @@ from pathlib import Path
 from types import ModuleType
 
 INSTALL_HINT = "install the LIBERO extra: pip install -e .[libero]"
+
+
+def _missing(message: str) -> ImportError:
+    from sim.factory import MissingExtraError
+
+    return MissingExtraError(message)
 CONFIG_DIR_ENV = "VLA_LIBERO_CONFIG_DIR"
 _CONFIG_KEYS = ("benchmark_root", "bddl_files", "init_states", "datasets", "assets")
 _ready: ModuleType | None = None
@@ -37,7 +43,7 @@ def _package_dir(name: str) -> Path:
     """Locate an installed package's directory without importing it (importing libero prompts)."""
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"'{name}' is not installed; {INSTALL_HINT}")
+        raise _missing(f"'{name}' is not installed; {INSTALL_HINT}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -52,7 +58,7 @@ def assets_dir() -> Path:
     for path in candidates:
         if (path / "scenes").is_dir():
             return path
-    raise ImportError(
+    raise _missing(
         "LIBERO assets not found (looked in: " + ", ".join(map(str, candidates)) + "); " + INSTALL_HINT
     )
 
@@ -62,7 +68,7 @@ def libero_root() -> Path:
     try:
         libero_pkg = _package_dir("libero")
     except (ImportError, ValueError) as err:
-        raise ImportError(f"LIBERO (hf-libero) is not importable; {INSTALL_HINT}") from err
+        raise _missing(f"LIBERO (hf-libero) is not importable; {INSTALL_HINT}") from err
     return libero_pkg / "libero"
 
 
@@ -106,7 +112,7 @@ def ensure_libero() -> ModuleType:
     try:
         lib = importlib.import_module("libero.libero")
     except ImportError as err:
-        raise ImportError(f"LIBERO could not be imported ({err}); {INSTALL_HINT}") from err
+        raise _missing(f"LIBERO could not be imported ({err}); {INSTALL_HINT}") from err
     # Seed the asset-path cache so hf-libero never tries its hub download (see module docstring).
     lib._assets_path_cache = str(assets_dir())
     _ready = lib

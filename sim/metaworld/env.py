@@ -45,7 +45,9 @@ def import_metaworld():
         import metaworld
         import metaworld.policies  # noqa: F401
     except ImportError as e:
-        raise ImportError(f"{INSTALL_HINT} ({e})") from e
+        from sim.factory import MissingExtraError
+
+        raise MissingExtraError(f"{INSTALL_HINT} ({e})") from e
     return metaworld
 
 

@@ -15,12 +15,11 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from omegaconf import OmegaConf
 
-pytest.importorskip("gym_aloha", reason='needs the ALOHA extra: pip install -e ".[aloha]"')
-
-import sim  # noqa: E402
-from sim import factory  # noqa: E402
-from sim.aloha.env import JOINT_NAMES, AlohaEnv  # noqa: E402
-from sim.experts import make_expert  # noqa: E402
+import gym_aloha  # noqa: F401  (the `aloha` extra is part of `make install`: missing fails, never skips)
+import sim
+from sim import factory
+from sim.aloha.env import JOINT_NAMES, AlohaEnv
+from sim.experts import make_expert
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = (48, 64)
@@ -194,3 +193,16 @@ def test_random_joint_targets_end_the_episode_instead_of_crashing():
         assert errors >= 1  # seen with this seed; the point is that none raised
     finally:
         e.close()
+
+
+def test_missing_extra_is_one_line_from_the_cli(tmp_path):
+    """A machine without gym-aloha: `vla experts env=aloha_transfer_cube` names the extra, no traceback."""
+    stub = tmp_path / "stub"
+    (stub / "gym_aloha").mkdir(parents=True)
+    (stub / "gym_aloha" / "__init__.py").write_text("raise ImportError('No module named gym_aloha (test stub)')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stub), str(REPO)]), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "vla.cli", "experts", "env=aloha_transfer_cube", "episodes_per_task=1",
+                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    assert 'vla experts: error: the ALOHA suites need gym-aloha' in proc.stderr and '.[aloha]' in proc.stderr
+    assert "Traceback" not in proc.stderr
