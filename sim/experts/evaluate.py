@@ -6,7 +6,8 @@
     vla experts env=metaworld episodes_per_task=5              # MT50: per task and per difficulty group
 
 Works for any suite through ``sim.factory``; episode i of a task uses
-``reset_options(env_cfg, task, i)`` (tabletop: layout i of the split, LIBERO: init state i).
+``reset_options(env_cfg, task, i)`` (tabletop: layout i of the split, LIBERO: init state i) and the
+reset seed ``seed + i``; the episodes run through the rollout engine (vla/rollout.py).
 Writes ``experts.json`` and ``experts.md`` to the Hydra run dir (outputs/experts/<time>/).
 """
 
@@ -23,6 +24,8 @@ from tqdm import tqdm
 
 from sim import factory
 from sim.experts import make_expert
+from vla.rollout import EpisodeSpec, ExpertAgent, Progress
+from vla.rollout import run_episode as rollout
 
 
 def main(cfg: DictConfig) -> dict:
@@ -33,8 +36,9 @@ def main(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     rows = []
     with tqdm(total=len(tasks) * cfg.episodes_per_task, desc="experts", unit="ep") as bar:
+        progress = Progress(bar)
         for task in tasks:
-            rows.append(_run_task(cfg, env_cfg, task, bar))
+            rows.append(_run_task(cfg, env_cfg, task, progress))
     report = {
         "suite": env_cfg.suite,
         "split": env_cfg.get("split"),
@@ -70,20 +74,20 @@ def _env_config(cfg: DictConfig) -> DictConfig:
     return env_cfg
 
 
-def _run_task(cfg: DictConfig, env_cfg: DictConfig, task: str, bar: tqdm) -> dict:
+def _run_task(cfg: DictConfig, env_cfg: DictConfig, task: str, progress: Progress) -> dict:
     env = factory.make_env(env_cfg, task, cameras=bool(cfg.cameras))
     try:
+        # The noisy expert draws from one generator per task (seeded once), not one per episode.
         kwargs = {"noise": float(cfg.noise), "seed": int(cfg.seed)} if cfg.noise else {}
-        expert = make_expert(env, **kwargs)
+        agent = ExpertAgent(make_expert(env, **kwargs))
         steps, successes, failed = [], 0, []
         for i in range(cfg.episodes_per_task):
-            success, n = run_episode(env, expert, factory.reset_options(env_cfg, task, i), seed=int(cfg.seed) + i)
-            successes += success
-            steps.append(n)
-            if not success:
+            spec = EpisodeSpec(task, i, int(cfg.seed) + i, factory.reset_options(env_cfg, task, i))
+            r = rollout(env, agent, spec, subscribers=[progress])
+            successes += r.success
+            steps.append(r.length)
+            if not r.success:
                 failed.append(i)
-            bar.set_postfix_str(task)
-            bar.update()
         instruction = getattr(env.unwrapped, "task_description", task)
     finally:
         env.close()
@@ -99,15 +103,10 @@ def _run_task(cfg: DictConfig, env_cfg: DictConfig, task: str, bar: tqdm) -> dic
 
 
 def run_episode(env: Any, expert: Any, options: dict, seed: int) -> tuple[bool, int]:
-    """One expert rollout; returns (success, control steps taken)."""
-    obs, info = env.reset(seed=seed, options=options)
-    expert.reset()
-    steps = 0
-    while True:
-        obs, _, terminated, truncated, info = env.step(expert.act(obs))
-        steps += 1
-        if terminated or truncated:
-            return bool(info.get("is_success", False)), steps
+    """One expert rollout through the rollout engine (reset with ``seed`` and ``options``, the
+    expert reset without a seed); returns (success, control steps taken)."""
+    r = rollout(env, ExpertAgent(expert), EpisodeSpec("", 0, seed, options))
+    return r.success, r.length
 
 
 def _overall(rows: list[dict]) -> dict:

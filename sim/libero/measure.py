@@ -5,7 +5,8 @@
 
 Cameras are off (the expert reads simulator state), so an episode takes ~2-5 s. The same numbers
 come out of ``vla experts env=libero_spatial`` (generic, through ``sim.factory``); this entry point
-adds per-init-state failure lists and a process pool, one task per worker.
+adds per-init-state failure lists and a process pool, one task per worker. Episodes and the pool
+are the rollout engine's (vla/rollout.py).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from typing import Any
 
 
@@ -50,25 +49,27 @@ def run_task(
 
 
 def run_episode(env: Any, expert: Any, init_state: int) -> tuple[bool, int]:
-    obs, _ = env.reset(options={"init_state": init_state})
-    expert.reset()
-    for step in range(1, env.max_episode_steps + 1):
-        obs, _, terminated, truncated, info = env.step(expert.act(obs))
-        if terminated or truncated:
-            return bool(info["is_success"]), step
-    return False, env.max_episode_steps
+    """The expert from one fixed init state (no seed: the state is the episode), at most the env's
+    ``max_episode_steps``; returns (success, steps)."""
+    from vla.rollout import EpisodeSpec, ExpertAgent
+    from vla.rollout import run_episode as rollout
+
+    spec = EpisodeSpec(getattr(env.unwrapped, "task_name", ""), init_state, None, {"init_state": init_state})
+    r = rollout(env, ExpertAgent(expert), spec, max_steps=env.max_episode_steps)
+    return r.success and r.done, r.length
 
 
 def measure(suite: str, tasks: list[int | str] | None, init_states: list[int] | None, workers: int = 1) -> list[dict]:
     from sim.libero.suites import suite_tasks
 
     tasks = [t.index for t in suite_tasks(suite)] if tasks is None else tasks
-    if workers <= 1:
-        return [_report(run_task(suite, t, init_states)) for t in tasks]
+    from vla.rollout import WorkerPool
+
     # "spawn": each worker builds its own MuJoCo/EGL state from scratch (fork-safe by construction).
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(run_task, suite, t, init_states) for t in tasks]
-        return [_report(f.result()) for f in futures]
+    with WorkerPool(workers if workers > 1 else 0, context="spawn") as pool:
+        rows = pool.map(run_task, [(suite, t, init_states) for t in tasks],
+                        on_result=(lambda job, row: _report(row)) if workers <= 1 else None)
+    return rows if workers <= 1 else [_report(r) for r in rows]
 
 
 def _report(row: dict) -> dict:
