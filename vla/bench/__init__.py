@@ -155,48 +155,29 @@ def profile_all(cfg: DictConfig, prepared: dict[str, M.Prepared], obs: dict[str,
     return profile_policies(policies, batches, repeats=int(cfg.repeats), warmup=int(cfg.warmup))
 
 
-class OverlayRecorder:
-    """ChunkPolicy wrapper: passes calls through, keeps (camera images, keep masks, tokens) of each call."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.calls = inner, []
-        self.n_action_steps = inner.n_action_steps
-
-    def reset(self) -> None:
-        self.inner.reset()
-
-    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
-        out = self.inner.infer(obs)
-        info = self.inner.policy.last_compression or {}
-        kept = {k: v[0].detach().cpu() for k, v in (info.get("kept") or {}).items()}
-        images = {cam: img.copy() for cam, img in obs["images"].items()}
-        self.calls.append((images, kept, info.get("visual_tokens_in"), info.get("visual_tokens_after")))
-        return out
-
-
 def overlay_video(cfg: DictConfig, env_cfg: dict, task: str, p: M.Prepared, out: Path) -> str:
-    """Episode 0 of ``task`` (first ``video_steps`` steps), one frame per policy call with the overlay."""
+    """Episode 0 of ``task`` (first ``video_steps`` steps), one frame per policy call with the overlay;
+    rolled out by the rollout engine (vla/rollout.py) with its keep-mask subscriber."""
     from sim.factory import make_env
     from sim.video import write_mp4
-    from vla.evaluate import EvalPlan, run_episode
     from vla.overlay import overlay_frame
+    from vla.rollout import KeepMasks, episode_spec, run_episode
     from vla.runtime import VLAChunkPolicy
 
     short = {**env_cfg, "split": cfg.split, "max_episode_steps": int(cfg.video_steps)}
-    plan = EvalPlan(checkpoint=p.saved or p.name, env_cfg=short, env_name=str(env_cfg["suite"]), tasks=[task],
-                    episodes=1, num_envs=1, replan=cfg.replan, seed=int(cfg.seed), device=str(cfg.device),
-                    out_dir=str(out))
-    recorder = OverlayRecorder(VLAChunkPolicy(p.policy, p.preprocessor, p.postprocessor, checkpoint=p.name))
+    policy = VLAChunkPolicy(p.policy, p.preprocessor, p.postprocessor, checkpoint=p.name)
+    masks = KeepMasks(p.policy)
     env = make_env(OmegaConf.create(short), task, cameras=True)
     try:
-        result = run_episode(env, recorder, plan, task, 0)
+        result = run_episode(env, policy, episode_spec(short, task, 0, int(cfg.seed)), replan=cfg.replan,
+                             subscribers=[masks])
     finally:
         env.close()
     grid = tuple(p.policy.config.vision.grid)
     frames = []
-    for i, (images, kept, tokens_in, tokens_after) in enumerate(recorder.calls):
+    for i, (images, kept, tokens_in, tokens_after) in enumerate(masks.calls):
         tokens = f"{tokens_in}" + (f"->{tokens_after}" if tokens_after != tokens_in else "")
-        footer = f"{p.name}: {tokens} visual tokens  call {i + 1}/{len(recorder.calls)}"
+        footer = f"{p.name}: {tokens} visual tokens  call {i + 1}/{len(masks.calls)}"
         frames.append(overlay_frame(images, kept, grid, text=result.instruction, footer=footer))
     return str(write_mp4(out / "videos" / f"{p.name}.mp4", frames, fps=float(cfg.video_fps)))
 
