@@ -470,7 +470,7 @@ def compose_config(overrides: Iterable[str] = ()) -> DictConfig:
     """The `vla collect` config with Hydra overrides, for calling :func:`collect` from Python."""
     from hydra import compose, initialize_config_dir
 
-    from vla.cli import CONFIG_DIR
+    from vla.configs import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("collect", overrides=list(overrides))

@@ -70,7 +70,7 @@ def _measure_row(cfg: DictConfig, suite: str, cameras: bool) -> dict:
 
 
 def load_env_config(suite: str) -> DictConfig:
-    from vla.cli import CONFIG_DIR
+    from vla.configs import CONFIG_DIR
 
     path = CONFIG_DIR / "env" / f"{suite}.yaml"
     if not path.is_file():

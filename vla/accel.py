@@ -78,15 +78,9 @@ def accel_spec(cfg: Any) -> AccelSpec | None:
 
 
 def _load_preset(name: str) -> dict:
-    import yaml
+    from vla.configs import preset
 
-    from vla.cli import CONFIG_DIR
-
-    file = CONFIG_DIR / "accel" / f"{name}.yaml"
-    if not file.is_file():
-        have = sorted(p.stem for p in (CONFIG_DIR / "accel").glob("*.yaml"))
-        raise ValueError(f"unknown accel preset '{name}'; available: {', '.join(have)}")
-    return yaml.safe_load(file.read_text())
+    return preset("accel", name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,7 +135,7 @@ def set_cache_interval(policy, interval: int) -> bool:
 
 
 def calibration_batches(policy, preprocessor, spec: AccelSpec) -> list[dict[str, Any]]:
-    from vla.prune import dataset_batches, synthetic_batches
+    from vla.batches import dataset_batches, synthetic_batches
 
     if spec.calib:
         return dataset_batches(spec.calib, preprocessor, policy.config.camera_keys, spec.calib_batches,

@@ -39,6 +39,8 @@ from typing import Any
 import torch
 from torch.utils import flop_counter
 
+from vla.batches import INSTRUCTION, make_batch  # noqa: F401  (re-exported: the library's)
+
 STAGES = ("vision", "compressor", "backbone", "action_head")
 # A policy with a pretrained text encoder (instruction.encoder=minilm) has one more stage: reading the
 # instruction, cached per instruction string, so per step it is the cached cost; the uncached cost
@@ -48,7 +50,6 @@ INSTRUCTION_STAGE = "instruction"
 
 def stages_of(policy) -> tuple[str, ...]:
     return STAGES + ((INSTRUCTION_STAGE,) if getattr(policy.model, "text_encoder", None) is not None else ())
-INSTRUCTION = "put the red cube on the blue plate"
 logger = logging.getLogger(__name__)
 
 
@@ -120,20 +121,6 @@ class StageRecorder:
 # --------------------------------------------------------------------------------------------------
 # Measurement API
 # --------------------------------------------------------------------------------------------------
-def make_batch(policy, preprocessor=None, instruction: str = INSTRUCTION, seed: int = 0) -> dict[str, Any]:
-    """A preprocessed batch-1 observation for ``policy`` (random images/state, a real instruction)."""
-    from policies.processor_vla import make_vla_pre_post_processors
-
-    cfg = policy.config
-    pre = preprocessor or make_vla_pre_post_processors(cfg, dataset_stats=None)[0]
-    g = torch.Generator().manual_seed(seed)
-    size = cfg.vision.image_size
-    obs: dict[str, Any] = {key: torch.rand(3, size, size, generator=g) for key in cfg.camera_keys}
-    obs["observation.state"] = torch.randn(cfg.state_dim, generator=g)
-    obs["task"] = instruction
-    return pre(obs)
-
-
 def _noise(policy, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     cfg = policy.config

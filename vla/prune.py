@@ -14,7 +14,7 @@
    ``<run dir>/checkpoint``), plus ``layer_importance.json`` and ``layer_importance.png`` in the run
    dir and in the checkpoint folder. Prints the table and a reproduce command.
 
-``synthetic_batches`` (random images + fixed instructions) stands in for a dataset only where no
+``synthetic_batches`` (vla/batches.py: random images + fixed instructions) stands in for a dataset only where no
 data exists (``accel=fast`` on an uncalibrated model, profiling with random weights): the ranking
 it gives is a rough proxy, so ``vla prune`` with real data is the recommended path.
 """
@@ -31,38 +31,9 @@ from typing import Any
 import torch
 
 from policies.layer_pruning import prune_policy
+from vla.batches import SYNTHETIC_INSTRUCTIONS, dataset_batches, synthetic_batches  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
-
-SYNTHETIC_INSTRUCTIONS = (
-    "put the red cube on the blue plate",
-    "stack the green cube on the red cube",
-    "put the blue cube in the bowl",
-    "push the red cube to the left",
-)
-
-
-# --------------------------------------------------------------------------------------------------
-# Calibration batches
-# --------------------------------------------------------------------------------------------------
-def dataset_batches(root: str | Path, preprocessor, camera_keys: list[str], num_batches: int = 8,
-                    batch_size: int = 8, seed: int = 0) -> list[dict[str, Any]]:
-    """Preprocessed batches of real frames from a LeRobot dataset (seeded sample without replacement)."""
-    from vla.training.data import sample_frames
-
-    return [preprocessor(b) for b in sample_frames(root, camera_keys, num_batches, batch_size, seed)]
-
-
-def synthetic_batches(policy, preprocessor, num_batches: int = 4, seed: int = 0) -> list[dict[str, Any]]:
-    """Batch-1 observations with random images/state and a few fixed instructions (no data needed)."""
-    from vla.profiling import make_batch
-
-    return [
-        make_batch(policy, preprocessor, instruction=SYNTHETIC_INSTRUCTIONS[i % len(SYNTHETIC_INSTRUCTIONS)],
-                   seed=seed + i)
-        for i in range(num_batches)
-    ]
-
 
 # --------------------------------------------------------------------------------------------------
 # Report

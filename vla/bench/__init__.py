@@ -47,7 +47,7 @@ from vla.bench import methods as M
 from vla.bench import report as R
 
 logger = logging.getLogger(__name__)
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from vla.configs import CONFIG_DIR  # noqa: E402
 
 
 def _register_config_dir_resolver() -> None:
@@ -96,10 +96,10 @@ def make_calibrate(cfg: DictConfig, env_cfg: dict, tasks: list[str]):
         frames = env_observations(env_cfg, tasks[: int(cfg.calib_frames)], "train")
         return lambda policy, pre: [to_batch(policy, pre, o) for o in frames]
     if calib == "synthetic":
-        from vla.prune import synthetic_batches
+        from vla.batches import synthetic_batches
 
         return lambda policy, pre: synthetic_batches(policy, pre, int(cfg.calib_frames), int(cfg.seed))
-    from vla.prune import dataset_batches
+    from vla.batches import dataset_batches
 
     return lambda policy, pre: dataset_batches(calib, pre, policy.config.camera_keys, 4, 8, int(cfg.seed))
 

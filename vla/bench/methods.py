@@ -43,7 +43,7 @@ from vla.accel import (
     with_compressor,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from vla.configs import CONFIG_DIR  # noqa: E402
 IN_LM = ("fastv", "efficientvla")
 
 
