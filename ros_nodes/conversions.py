@@ -13,6 +13,7 @@ Conventions:
     to w >= 0 first (angle in [0, pi]: the tabletop suite's convention, and the only one that is
     well defined for a quaternion from a real robot, whose sign is arbitrary); ``shortest=False``
     is robosuite/LIBERO's convention (angle in [0, 2 pi), depends on the sign of w).
+  * JointState: by joint name, in any order, over any number of messages (``JointCache``).
   * Delta-EEF command (7-D [dx dy dz, drx dry drz, gripper], normalised units in [-1, 1]):
     ``geometry_msgs/TwistStamped`` carries the 6-D delta (linear = dpos, angular = drot; *per
     control step*, not m/s) and ``std_msgs/Float64`` the gripper (-1 open, +1 close).
@@ -151,9 +152,56 @@ def joint_positions(msg: JointState, names: Sequence[str]) -> np.ndarray:
     return out
 
 
+class JointCache:
+    """The newest position of each joint of interest, merged over JointState messages (drivers that
+    publish each arm, or the gripper, apart), with when it arrived and its header stamp.
+
+    ``update(msg, now)`` checks the message (names/positions lengths, our joints float32-finite:
+    ``BadMessage`` otherwise, nothing stored) and keeps its values for our joints; a value stamped
+    older than the one kept (out-of-order delivery) is ignored. Returns False for a message with
+    none of our joints (another publisher's). ``read(names, now, max_age)`` is (values, problems):
+    values float64 [len(names)] when every joint has a value no older than ``max_age`` seconds,
+    else None and the joints without one ('never' or their age), never an older or guessed value."""
+
+    def __init__(self, names: Sequence[str]):
+        self.wanted = frozenset(names)
+        self._values: dict[str, tuple[float, float, float]] = {}  # name -> (position, arrival, stamp)
+
+    def update(self, msg: JointState, now: float) -> bool:
+        if len(msg.position) != len(msg.name):
+            raise BadMessage(f"joint state has {len(msg.name)} names but {len(msg.position)} positions", "length_mismatch")
+        ours = [(n, i) for i, n in enumerate(msg.name) if n in self.wanted]
+        if not ours:
+            return False
+        finite_float32([msg.position[i] for _, i in ours], "joint state positions")  # the policy sees float32
+        stamp = stamp_seconds(msg.header.stamp)
+        for name, i in ours:
+            kept = self._values.get(name)
+            if kept is not None and stamp > 0 and stamp < kept[2]:
+                continue  # an older message delivered late: the newer value stays
+            self._values[name] = (float(msg.position[i]), now, stamp)
+        return True
+
+    def seen(self) -> bool:
+        return bool(self._values)
+
+    def read(self, names: Sequence[str], now: float, max_age: float) -> tuple[np.ndarray | None, dict[str, str]]:
+        problems = {}
+        for name in names:
+            kept = self._values.get(name)
+            if kept is None:
+                problems[name] = "never received"
+            elif now - kept[1] > max_age:
+                problems[name] = f"last {now - kept[1]:.2f} s ago"
+        if problems:
+            return None, problems
+        return np.array([self._values[n][0] for n in names], dtype=np.float64), {}
+
+
 def state_from_pose(pose: PoseStamped, gripper: np.ndarray, shortest: bool = True,
                     workspace: tuple[Sequence[float], Sequence[float]] | None = None) -> np.ndarray:
-    """8-D state (sim/spaces.py): eef position (3), axis-angle (3), gripper finger positions (2).
+    """End-effector state: eef position (3), axis-angle (3), then the gripper joint positions
+    (the tabletop arm's 8-D state, sim/spaces.py: two fingers).
     ``workspace`` = (low xyz, high xyz): a position outside the box is refused (a broken estimator
     or a spoofed pose, not a place the arm can be)."""
     p, o = pose.pose.position, pose.pose.orientation

@@ -17,7 +17,6 @@ from typing import Any
 
 import yaml
 
-DELTA_EEF_DIM = 7
 ROS_BUILTIN_PARAMS = {"use_sim_time", "start_type_description_service"}
 
 
@@ -50,15 +49,25 @@ class PolicyNodeParams:
                        "Compressor-VLA tokens + layer pruning + head step cache, vla/accel.py)")
     device: str = param("cpu", "torch device for inference")
     policy_options: str = param("", "extra factory options, 'key=value key=value'")
-    # --- inputs ------------------------------------------------------------------------------
-    camera_names: list[str] = param(["agentview", "wrist"], "policy camera keys, in order")
-    camera_topics: list[str] = param(["/vla/camera/agentview/image_raw", "/vla/camera/wrist/image_raw"],
-                                     "sensor_msgs/Image topic per camera (sensor-data QoS)")
-    state_source: str = param("ee_pose", "'ee_pose' (PoseStamped + gripper joints) or 'joint_state'")
+    # --- inputs (what a checkpoint reads comes from its embodiment: [] / auto = derived) ------
+    camera_names: list[str] = param([], "the policy's cameras ([] = the checkpoint's embodiment's; naming other "
+                                    "cameras than the checkpoint's is a start-up error)")
+    camera_topics: list[str] = param([], "sensor_msgs/Image topic per camera, in camera_names order (sensor-data "
+                                     "QoS; [] = <camera_topic_prefix>/<camera>/image_raw)")
+    camera_topic_prefix: str = param("/vla/camera", "prefix of the default camera topics")
+    state_source: str = param("auto", "'ee_pose' (PoseStamped + gripper joints), 'joint_state' (the whole state "
+                              "from JointState by name) or 'auto' (ee_pose for a delta_eef checkpoint, else joint_state)")
     ee_pose_topic: str = param("/vla/ee_pose", "geometry_msgs/PoseStamped of the end effector")
-    joint_state_topic: str = param("/vla/joint_states", "sensor_msgs/JointState")
-    gripper_joint_names: list[str] = param(["left_finger", "right_finger"], "state[6:8] (ee_pose source)")
-    state_joint_names: list[str] = param([], "the whole state, in order (joint_state source)")
+    joint_state_topic: str = param("/vla/joint_states", "sensor_msgs/JointState, mapped by joint name (any order; "
+                                   "joints may come in several messages, e.g. one per arm: the newest value per joint is kept)")
+    gripper_joint_names: list[str] = param([], "ee_pose source: the JointState joints after the 6 pose channels of "
+                                           "the state ([] = the checkpoint's state names after the pose)")
+    state_joint_names: list[str] = param([], "joint_state source: the JointState joint per state channel, in order "
+                                         "([] = the checkpoint's state names, a '.pos' suffix stripped)")
+    joint_units: str = param("radians", "units of the checkpoint's joints: radians or degrees (lerobot SO-100/SO-101 "
+                             "recordings). ROS JointState in and JointTrajectory out are radians: converted both ways")
+    max_joint_state_age_s: float = param(0.25, "a configured joint whose newest JointState value is older than this "
+                                         "-> hold (logged, naming the joints), never a guess")
     axis_angle_shortest: bool = param(True, "quaternion -> axis-angle with angle in [0, pi] (tabletop); "
                                       "false = robosuite/LIBERO convention")
     instruction_topic: str = param("/vla/instruction", "std_msgs/String task instruction")
@@ -78,14 +87,16 @@ class PolicyNodeParams:
     log_interval_s: float = param(10.0, "log each input problem / hold reason at most once per this many "
                                   "seconds, with the count of repeats (all are counted in /diagnostics)")
     # --- outputs -----------------------------------------------------------------------------
-    action_mode: str = param("delta_eef", "'delta_eef' (TwistStamped + Float64 gripper) or 'joint' (JointTrajectory)")
+    action_mode: str = param("auto", "'delta_eef' (TwistStamped + Float64 gripper), 'joint' (JointTrajectory) or "
+                             "'auto' (from the checkpoint's action_kind: delta_eef, or joint for joint_position/joint_delta)")
     delta_topic: str = param("/vla/cmd/delta_eef", "geometry_msgs/TwistStamped: dpos (linear), drot (angular)")
     gripper_topic: str = param("/vla/cmd/gripper", "std_msgs/Float64: -1 open .. +1 close")
     trajectory_topic: str = param("/vla/cmd/joint_trajectory", "trajectory_msgs/JointTrajectory (joint mode)")
-    joint_names: list[str] = param([], "commanded joints, one per action dimension (joint mode)")
+    joint_names: list[str] = param([], "joint mode: the commanded joint per action dimension ([] = the checkpoint's "
+                                   "action names, a '.pos' suffix stripped)")
     command_frame_id: str = param("world", "header.frame_id of commands")
     overlay_topic: str = param("~/keep_mask_overlay", "sensor_msgs/Image: camera frame with dropped patches dimmed")
-    overlay_camera: str = param("agentview", "camera drawn on the overlay")
+    overlay_camera: str = param("", "camera drawn on the overlay ('' = the first camera)")
     diagnostics_topic: str = param("/diagnostics", "diagnostic_msgs/DiagnosticArray")
     # --- timing ------------------------------------------------------------------------------
     control_rate_hz: float = param(30.0, "command publish rate")
@@ -98,14 +109,25 @@ class PolicyNodeParams:
     max_frame_age_s: float = param(0.5, "cap of the camera-period allowance above (s)")
     max_chunk_pause_s: float = param(0.5, "a chunk paused by an input hold resumes if the hold is shorter; "
                                      "longer holds drop it (re-plan from a fresh observation)")
-    # --- safety limits (one value per action dimension) ----------------------------------------
-    action_low: list[float] = param([-1.0] * 7, "lower clamp per dimension")
-    action_high: list[float] = param([1.0] * 7, "upper clamp per dimension")
-    max_delta_per_period: list[float] = param([0.5] * 6 + [2.0], "max change per control period per dimension")
+    # --- safety limits, one value per action dimension, in the published command's units -------
+    action_low: list[float] = param([], "lower clamp per dimension: delta_eef normalised units, joint mode the "
+                                    "joint's lower position limit (rad) ([] = the checkpoint's action limits)")
+    action_high: list[float] = param([], "upper clamp per dimension ([] = the checkpoint's action limits)")
+    max_delta_per_period: list[float] = param([], "max change per control period per dimension ([] = a quarter of "
+                                              "the range, the whole range for gripper dims; joint mode: see "
+                                              "joint_velocity_limits)")
+    joint_velocity_limits: list[float] = param([], "joint mode: max speed per joint (rad/s; [] = "
+                                               "max_delta_per_period if given, else one full range per second)")
 
     @property
     def action_dim(self) -> int:
-        return DELTA_EEF_DIM if self.action_mode == "delta_eef" else len(self.joint_names)
+        """Command dimensions (known once ``resolve`` filled the limits from the checkpoint)."""
+        return len(self.joint_names) if self.action_mode == "joint" else len(self.action_low)
+
+    @property
+    def joint_scale(self) -> float:
+        """Policy joint units -> ROS radians."""
+        return JOINT_UNITS[self.joint_units]
 
     @property
     def period(self) -> float:
@@ -118,19 +140,18 @@ class PolicyNodeParams:
                "set a checkpoint folder, or choose a test double: policy:=ros_nodes.testing:slow_fake_policy")
         _check(self.policy == "checkpoint" or ":" in self.policy, who, "policy", self.policy,
                "'checkpoint' or 'package.module:factory'")
-        _check(len(self.camera_names) > 0 and len(set(self.camera_names)) == len(self.camera_names), who,
-               "camera_names", self.camera_names, "non-empty, unique")
-        _check(len(self.camera_topics) == len(self.camera_names) and all(self.camera_topics), who,
-               "camera_topics", self.camera_topics, f"one non-empty topic per camera {self.camera_names}")
-        _check(self.state_source in ("ee_pose", "joint_state"), who, "state_source", self.state_source,
-               "'ee_pose' or 'joint_state'")
-        if self.state_source == "joint_state":
-            _check(len(self.state_joint_names) > 0, who, "state_joint_names", self.state_joint_names,
-                   "list the joints that make up the state")
-        _check(self.action_mode in ("delta_eef", "joint"), who, "action_mode", self.action_mode,
-               "'delta_eef' or 'joint'")
-        if self.action_mode == "joint":
-            _check(len(self.joint_names) > 0, who, "joint_names", self.joint_names, "list the commanded joints")
+        _check(len(set(self.camera_names)) == len(self.camera_names) and all(self.camera_names), who,
+               "camera_names", self.camera_names, "unique, non-empty names ([] = the checkpoint's cameras)")
+        _check(not (self.camera_names and self.camera_topics) or len(self.camera_topics) == len(self.camera_names),
+               who, "camera_topics", self.camera_topics, f"one topic per camera {self.camera_names}")
+        _check(all(self.camera_topics), who, "camera_topics", self.camera_topics, "non-empty topics")
+        _check(self.state_source in STATE_SOURCES, who, "state_source", self.state_source,
+               " or ".join(f"'{v}'" for v in STATE_SOURCES))
+        _check(self.action_mode in ACTION_MODES, who, "action_mode", self.action_mode,
+               " or ".join(f"'{v}'" for v in ACTION_MODES))
+        _check(self.joint_units in JOINT_UNITS, who, "joint_units", self.joint_units, " or ".join(JOINT_UNITS))
+        _check(math.isfinite(self.max_joint_state_age_s) and self.max_joint_state_age_s > 0, who,
+               "max_joint_state_age_s", self.max_joint_state_age_s, "> 0 (seconds)")
         _check(0 < self.control_rate_hz <= 1000, who, "control_rate_hz", self.control_rate_hz, "in (0, 1000]")
         _check(self.replan_remaining >= 0, who, "replan_remaining", self.replan_remaining, ">= 0")
         _check(self.stale_periods >= 1.0, who, "stale_periods", self.stale_periods, ">= 1")
@@ -149,15 +170,130 @@ class PolicyNodeParams:
         _check(all(lo < hi for lo, hi in zip(self.workspace_low, self.workspace_high)), who, "workspace_low",
                self.workspace_low, f"each < workspace_high {self.workspace_high}")
         _check(self.max_instruction_chars >= 1, who, "max_instruction_chars", self.max_instruction_chars, ">= 1")
-        for name in ("action_low", "action_high", "max_delta_per_period"):
-            values = getattr(self, name)
-            _check(len(values) == self.action_dim, who, name, values,
-                   f"{self.action_dim} values (one per action dimension, action_mode={self.action_mode})")
-            _check(all(math.isfinite(v) for v in values), who, name, values, "finite numbers")
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        """The given per-dimension lists agree with each other (and, once resolved, with the checkpoint)."""
+        who = self.NODE
+        given = {name: getattr(self, name) for name in PER_DIM if getattr(self, name)}
+        if self.action_mode == "joint" and self.joint_names:
+            given = {"joint_names": self.joint_names, **given}
+        dim = len(next(iter(given.values()))) if given else 0
+        first = next(iter(given), "")
+        for name, values in given.items():
+            _check(len(values) == dim, who, name, values, f"{dim} values (one per action dimension, as {first})")
+            if name != "joint_names":
+                _check(all(math.isfinite(v) for v in values), who, name, values, "finite numbers")
+        _check(bool(self.action_low) == bool(self.action_high), who, "action_low", self.action_low,
+               f"given together with action_high ({self.action_high})")
         _check(all(lo < hi for lo, hi in zip(self.action_low, self.action_high)), who, "action_low",
                self.action_low, f"each < action_high {self.action_high}")
-        _check(all(v > 0 for v in self.max_delta_per_period), who, "max_delta_per_period",
-               self.max_delta_per_period, "all > 0")
+        for name in ("max_delta_per_period", "joint_velocity_limits"):
+            _check(all(v > 0 for v in getattr(self, name)), who, name, getattr(self, name), "all > 0")
+
+
+STATE_SOURCES = ("auto", "ee_pose", "joint_state")
+ACTION_MODES = ("auto", "delta_eef", "joint")
+JOINT_UNITS = {"radians": 1.0, "degrees": math.pi / 180.0}  # -> radians
+PER_DIM = ("action_low", "action_high", "max_delta_per_period", "joint_velocity_limits")
+POSE_DIMS = 6  # ee_pose source: position (3) + axis-angle (3), then the gripper joints
+TWIST_DIMS = 6  # delta_eef command: TwistStamped linear (3) + angular (3), then one gripper Float64
+
+
+def joint_name(name: str) -> str:
+    """A dataset's channel name as a ROS joint name: lerobot's 'shoulder_pan.pos' -> 'shoulder_pan'."""
+    return name.removesuffix(".pos")
+
+
+def resolve(p: PolicyNodeParams, robot: Any, policy: str = "") -> PolicyNodeParams:
+    """``p`` with every derived value filled in from the checkpoint's embodiment ``robot``
+    (policies.embodiment.Embodiment): cameras and their topics, state source and joints, command
+    mode, joints and limits (converted to the ROS units). A parameter that contradicts the
+    checkpoint, or a value the checkpoint cannot supply, is a ParamError naming both."""
+    who = p.NODE
+    if robot is None:
+        raise ParamError(f"{who}: policy {policy or p.policy!r} has no 'embodiment' (the robot it was trained for): "
+                         "the node derives its topics, joints and limits from it")
+    import dataclasses
+
+    cams = list(robot.camera_names)
+    if p.camera_names and sorted(p.camera_names) != sorted(cams):
+        raise ParamError(f"{who}: invalid parameter 'camera_names' = {p.camera_names}: the checkpoint's cameras "
+                         f"are {cams} ({robot.describe()})")
+    camera_names = list(p.camera_names or cams)
+    camera_topics = list(p.camera_topics) or [f"{p.camera_topic_prefix.rstrip('/')}/{c}/image_raw" for c in camera_names]
+    _check(len(camera_topics) == len(camera_names), who, "camera_topics", p.camera_topics,
+           f"one topic per camera {camera_names}")
+    overlay = p.overlay_camera or camera_names[0]
+    _check(overlay in camera_names, who, "overlay_camera", p.overlay_camera, f"one of {camera_names}")
+
+    kind = robot.action_kind
+    auto_mode = {"delta_eef": "delta_eef", "joint_position": "joint", "joint_delta": "joint"}.get(kind)
+    mode = auto_mode if p.action_mode == "auto" else p.action_mode
+    if mode is None or mode != auto_mode:
+        raise ParamError(f"{who}: invalid parameter 'action_mode' = {p.action_mode!r}: the checkpoint's actions "
+                         f"are {kind} ({robot.describe()}); the node commands delta_eef (TwistStamped + gripper) "
+                         "or joint_position / joint_delta (JointTrajectory)")
+    source = p.state_source if p.state_source != "auto" else ("ee_pose" if kind == "delta_eef" else "joint_state")
+    names = [joint_name(n) for n in robot.state_names]
+    state_joints, gripper_joints = list(p.state_joint_names), list(p.gripper_joint_names)
+    if source == "joint_state":
+        state_joints = state_joints or names
+        _check(len(state_joints) == robot.state_dim, who, "state_joint_names", p.state_joint_names,
+               f"{robot.state_dim} joint names, one per state channel of the checkpoint"
+               + ("" if names else " (it records no state names: list them)"))
+    else:
+        gripper_joints = gripper_joints or names[POSE_DIMS:]
+        _check(POSE_DIMS + len(gripper_joints) == robot.state_dim and (p.gripper_joint_names or names), who,
+               "gripper_joint_names", p.gripper_joint_names,
+               f"{robot.state_dim - POSE_DIMS} joint names: the checkpoint's state is {robot.state_dim}-D and the "
+               f"pose gives {POSE_DIMS} (state_source=ee_pose)")
+
+    dim, scale = robot.action_dim, JOINT_UNITS[p.joint_units] if mode == "joint" else 1.0
+    joints = list(p.joint_names) or ([joint_name(n) for n in robot.action_names] if mode == "joint" else [])
+    if mode == "joint":
+        _check(len(joints) == dim, who, "joint_names", p.joint_names,
+               f"{dim} joint names, one per action dimension of the checkpoint"
+               + ("" if robot.action_names else " (it records no action names: list them)"))
+    else:
+        _check(dim == TWIST_DIMS + 1 and list(robot.gripper_dims) == [TWIST_DIMS], who, "action_mode", mode,
+               f"a delta_eef command is {TWIST_DIMS} deltas + 1 gripper (the last dim); the checkpoint's actions are "
+               f"{dim}-D with gripper dims {list(robot.gripper_dims)}")
+    for name in PER_DIM:
+        values = getattr(p, name)
+        _check(not values or len(values) == dim, who, name, values,
+               f"{dim} values (one per action dimension of the checkpoint: {robot.describe()})")
+    low, high = list(p.action_low), list(p.action_high)
+    if not low:
+        if kind == "joint_delta" or robot.limits is None:
+            why = ("its limits bound the joint increments, not the positions" if kind == "joint_delta"
+                   else "it records none")
+            raise ParamError(f"{who}: set 'action_low' and 'action_high' (the joints' position limits in rad): "
+                             f"the checkpoint cannot supply them ({why})")
+        lo, hi = robot.limits
+        low, high = [float(v) * scale for v in lo], [float(v) * scale for v in hi]
+        if mode == "joint" and p.joint_units == "radians" and max(map(abs, low + high)) > 2 * math.pi + 0.5:
+            raise ParamError(f"{who}: invalid parameter 'joint_units' = 'radians': the checkpoint's joint limits reach "
+                             f"{max(map(abs, low + high)):.1f}, beyond a turn in radians. lerobot SO-100 data is in "
+                             "degrees: set joint_units:=degrees (or give action_low/action_high in rad to keep radians)")
+    span = [h - l for l, h in zip(low, high)]
+    if p.joint_velocity_limits and mode == "joint":
+        max_step = [v * p.period for v in p.joint_velocity_limits]
+    elif p.max_delta_per_period:
+        max_step = list(p.max_delta_per_period)
+    elif mode == "joint" and kind == "joint_delta":
+        if robot.limits is None:
+            raise ParamError(f"{who}: set 'joint_velocity_limits' (rad/s): the checkpoint records no limits")
+        max_step = [max(abs(a), abs(b)) * scale for a, b in zip(*robot.limits)]  # its largest increment
+    elif mode == "joint":
+        max_step = [s * p.period for s in span]  # one full range per second
+    else:
+        max_step = [s if i in robot.gripper_dims else 0.25 * s for i, s in enumerate(span)]
+    return dataclasses.replace(
+        p, camera_names=camera_names, camera_topics=camera_topics, overlay_camera=overlay, state_source=source,
+        state_joint_names=state_joints, gripper_joint_names=gripper_joints, action_mode=mode, joint_names=joints,
+        action_low=low, action_high=high, max_delta_per_period=max_step,
+        joint_velocity_limits=[s / p.period for s in max_step] if mode == "joint" else [])
 
 
 @dataclass
@@ -177,7 +313,8 @@ class SimBridgeParams:
     camera_topic_prefix: str = param("/vla/camera", "publishes <prefix>/<camera>/image_raw")
     ee_pose_topic: str = param("/vla/ee_pose", "geometry_msgs/PoseStamped")
     joint_state_topic: str = param("/vla/joint_states", "sensor_msgs/JointState (gripper fingers)")
-    gripper_joint_names: list[str] = param(["left_finger", "right_finger"], "names for state[6:8]")
+    gripper_joint_names: list[str] = param(["finger_left", "finger_right"], "names for state[6:8] (the "
+                                           "tabletop arm's state names, sim/spaces.py STATE_NAMES)")
     instruction_topic: str = param("/vla/instruction", "std_msgs/String (latched) at every episode start")
     episode_start_topic: str = param("/vla/episode_start", "std_msgs/String instruction, once per episode")
     episode_success_topic: str = param("/vla/episode_success", "std_msgs/Bool when an episode ends")

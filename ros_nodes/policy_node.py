@@ -6,7 +6,7 @@ Thin by design: message checks/conversions live in ``conversions.py``, chunk tim
 
     control loop (own thread, control_rate_hz) --- every tick --------------------------------------
       apply the episode start / instruction change the rate limits let through (a flood of N is one)
-      inputs ok? (each camera fresh within stale_periods, state seen, instruction non-empty, the
+      inputs ok? (each camera fresh within stale_periods, state joints fresh, instruction non-empty, the
                   newest message of each sensor valid: not too small, in the workspace, float32-finite)
         yes: broker wants a chunk (<= replan_remaining left, none in flight)? -> snapshot -> worker
         no : hold; the chunk pauses (resumed after a hiccup < max_chunk_pause_s, else dropped)
@@ -15,27 +15,46 @@ Thin by design: message checks/conversions live in ``conversions.py``, chunk tim
     worker thread: obs = images/state/instruction -> policy.infer(obs) -> broker.deliver(chunk)
                    + diagnostics (latency, visual tokens, GFLOPs) + keep-mask overlay
 
+The robot is the checkpoint's (``policy.embodiment``, policies/embodiment.py): its camera names,
+state and action channels, action kind, limits and gripper dims decide the topics, joints and safety
+limits unless a parameter says otherwise (params.resolve; a parameter that contradicts the
+checkpoint, e.g. other camera names, is a start-up error naming both). The start-up log says which
+topic carries what, in which units.
+
 Topics (defaults; all are parameters, see configs/ros/policy_node.yaml):
-  sub /vla/camera/<cam>/image_raw sensor_msgs/Image, sensor-data QoS, rgb8|bgr8|mono8, any size
+  sub /vla/camera/<cam>/image_raw sensor_msgs/Image, one per camera of the checkpoint, sensor-data
+                                  QoS, rgb8|bgr8|mono8, any size (the policy resizes)
   sub /vla/ee_pose                geometry_msgs/PoseStamped      (state_source=ee_pose: state[0:6])
-  sub /vla/joint_states           sensor_msgs/JointState         (gripper fingers -> state[6:8], or
-                                                                  the whole state for joint_state)
+  sub /vla/joint_states           sensor_msgs/JointState by joint name, any order, merged over messages
+                                  (e.g. one per arm: the newest value per joint is kept). The state
+                                  joints (joint_state source: the whole state, the checkpoint's state
+                                  names without '.pos'; ee_pose source: the gripper joints after the pose)
+                                  must all be newer than max_joint_state_age_s, else hold (logged once
+                                  per occurrence, naming the joints): a missing joint is never guessed
   sub /vla/instruction            std_msgs/String (volatile AND transient-local subscriptions, so
                                   both `ros2 topic pub` and latched publishers are heard; a volatile
                                   publisher logs one "incompatible QoS" warning for the latter)
   sub /vla/episode_start          std_msgs/String: reset policy, broker and safety filter (at most
                                   one per min_episode_start_interval_s; instruction changes likewise)
-  pub /vla/cmd/delta_eef          geometry_msgs/TwistStamped     (action_mode=delta_eef)
-  pub /vla/cmd/gripper            std_msgs/Float64               (action_mode=delta_eef)
-  pub /vla/cmd/joint_trajectory   trajectory_msgs/JointTrajectory (action_mode=joint)
+  pub /vla/cmd/delta_eef          geometry_msgs/TwistStamped     (action_kind delta_eef)
+  pub /vla/cmd/gripper            std_msgs/Float64               (action_kind delta_eef)
+  pub /vla/cmd/joint_trajectory   trajectory_msgs/JointTrajectory (joint_position, joint_delta: the
+                                  increment is added to the last command), one point per control tick
   pub ~/keep_mask_overlay         sensor_msgs/Image
   pub /diagnostics                diagnostic_msgs/DiagnosticArray
 
+Units: ROS joints are radians; ``joint_units: degrees`` (lerobot SO-100 recordings) converts the
+JointState into the policy's degrees and its actions back into radians. Joint limits
+(action_low/high, rad) default to the checkpoint's action limits, velocity limits
+(joint_velocity_limits, rad/s) to one full range per second; the safety filter clips a command into
+them (logged, counted in /diagnostics ``clipped.<joint>``) and never publishes it raw.
+
 Delta-EEF command (the documented choice): TwistStamped linear = delta position, angular = delta
-axis-angle rotation, both in the policy's normalised per-control-step units (sim/spaces.py: [-1, 1],
-the robot's controller scales them, e.g. tabletop 1.0 = 2 cm / 0.15 rad); the gripper is a separate
-Float64 (-1 open, +1 close), published first in the same tick. A consumer keeps the last gripper value
-(zero-order hold). TwistStamped is what servo-style controllers (e.g. MoveIt Servo) take.
+axis-angle rotation, both in the policy's normalised per-control-step units (the tabletop arm:
+[-1, 1], its controller scales them, e.g. 1.0 = 2 cm / 0.15 rad); the gripper (the checkpoint's
+gripper dim) is a separate Float64 (-1 open, +1 close), published first in the same tick. A consumer
+keeps the last gripper value (zero-order hold). TwistStamped is what servo-style controllers (e.g.
+MoveIt Servo) take.
 Hold (safety_filter.py): zero twist, gripper unchanged; in joint mode the last safe command.
 
 Failures: a rejected sensor message holds (reason '<input>:<kind>', e.g. 'ee_pose:out_of_workspace')
@@ -71,7 +90,7 @@ from ros_nodes.chunk_broker import ChunkBroker
 from ros_nodes.health import LogLimiter, Throttle, WorkerThread
 from ros_nodes.nodes import CONFIG_DIR, parse_launch_value
 from ros_nodes.standalone import run_standalone
-from ros_nodes.params import ParamError, PolicyNodeParams, declare
+from ros_nodes.params import ParamError, PolicyNodeParams, declare, resolve
 from ros_nodes.safety_filter import SafetyFilter
 from vla.runtime import ChunkPolicy
 
@@ -138,7 +157,7 @@ def _count_gflops(policy: Any) -> float | None:
 
 
 class _Rejections:
-    """Rejected messages per input ('camera_agentview', 'ee_pose', ...) and reason (``BadMessage.kind``).
+    """Rejected messages per input ('camera_<name>', 'ee_pose', ...) and reason (``BadMessage.kind``).
 
     An input whose newest message was rejected is *bad* until it sends a valid one; the node holds
     meanwhile (``hold_reasons``). Going bad and valid again are logged through the node's LogLimiter,
@@ -184,18 +203,26 @@ class PolicyNode(Node):
     def __init__(self, cli_args: list[str] | None = None, handles: dict[str, Any] | None = None,
                  policy: ChunkPolicy | None = None, context=None):
         super().__init__("policy_node", cli_args=cli_args, context=context)
-        self.p = p = declare(self, PolicyNodeParams)
+        p = declare(self, PolicyNodeParams)
         log = self.get_logger()
         self.clock = time.monotonic  # every input/tick time; a test may replace it (simulated time)
         self.log_limiter = LogLimiter(p.log_interval_s, clock=lambda: self.clock())
         self.policy = policy if policy is not None else make_policy(p, handles or {})
+        # The robot it was trained for decides the topics, joints, units and limits (params.resolve).
+        self.robot = getattr(self.policy, "embodiment", None)
+        self.policy_name = p.policy if policy is None else type(policy).__name__
+        self.p = p = resolve(p, self.robot, self.policy_name)
         self.broker = ChunkBroker(p.replan_remaining, p.align_chunks)
         delta = p.action_mode == "delta_eef"
+        grippers = list(self.robot.gripper_dims)
+        self._scale = 1.0 if delta else p.joint_scale  # policy action/state units -> the published ones
+        self._integrate = self.robot.action_kind == "joint_delta"  # joint increments -> position targets
         self.safety = SafetyFilter(
             p.action_low, p.action_high, p.max_delta_per_period,
-            keep_dims=(6,) if delta else range(p.action_dim),
-            initial=[0.0] * 6 + [-1.0] if delta else None,
-            warn=log.warning, info=log.info, debug=log.debug, limiter=self.log_limiter)
+            keep_dims=grippers if delta else range(p.action_dim),  # delta hold: no motion, gripper kept
+            initial=[p.action_low[i] if i in grippers else 0.0 for i in range(p.action_dim)] if delta else None,
+            warn=log.warning, info=log.info, debug=log.debug, limiter=self.log_limiter,
+            names=p.joint_names if not delta else self.robot.action_names)
         self.rejected = _Rejections(log, self.log_limiter)
         # Commands from the network that reset the robot's chunk: rate-limited, so a flood of
         # /vla/episode_start (each one drops the chunk: a hold until the next) cannot hold it for good.
@@ -214,9 +241,10 @@ class PolicyNode(Node):
         self._frame_gaps: dict[str, deque[float]] = {cam: deque(maxlen=16) for cam in p.camera_names}
         self._camera_period: dict[str, float] = {}  # median of the recent frame gaps, per camera
         self._pose6: np.ndarray | None = None
-        self._gripper: np.ndarray | None = None
-        self._joint_state: np.ndarray | None = None
-        self._command_joints: np.ndarray | None = None  # joint mode: measured positions of joint_names
+        self._state_joints = p.state_joint_names if p.state_source == "joint_state" else p.gripper_joint_names
+        # Joint states merged over messages (one per arm, say): the newest value of each joint.
+        self._joints = conv.JointCache([*self._state_joints, *p.joint_names])
+        self._joint_problem: tuple[str, ...] = ()  # the joints last reported without a fresh value
         self._instruction = ""
         self._reset_pending: str | bool = False  # False, "instruction" or "episode"
         self._failed = False
@@ -259,8 +287,27 @@ class PolicyNode(Node):
         self._control = _ControlLoop(self._on_control_tick, p.period, log, on_failure=self._on_thread_failure)
         self._control.start()
         self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
-        log.info(f"policy '{p.policy}' ready: {len(p.camera_names)} cameras, {p.action_mode} at "
+        log.info(f"policy '{self.policy_name}' ready: {self.robot.describe()}, {p.action_mode} at "
                  f"{p.control_rate_hz:g} Hz, re-plan at {p.replan_remaining} actions left")
+        log.info(self.describe_io())
+
+    def describe_io(self) -> str:
+        """Which topic carries what, in which units: the start-up line a user checks against the robot."""
+        p = self.p
+        cams = ", ".join(f"{c} <- {t}" for c, t in zip(p.camera_names, p.camera_topics))
+        units = f" ({p.joint_units} in the policy, radians on ROS)" if p.joint_units != "radians" else ""
+        if p.state_source == "joint_state":
+            state = f"state <- {p.joint_state_topic} joints {p.state_joint_names}{units}"
+        else:
+            state = f"state <- {p.ee_pose_topic} + {p.joint_state_topic} joints {p.gripper_joint_names}"
+        limits = ", ".join(f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(p.action_low, p.action_high))
+        if p.action_mode == "joint":
+            speed = ", ".join(f"{v:.3g}" for v in p.joint_velocity_limits)
+            out = (f"{self.robot.action_kind} -> {p.trajectory_topic} JointTrajectory joints {p.joint_names}{units}, "
+                   f"position limits (rad) {limits}, velocity limits (rad/s) [{speed}]")
+        else:
+            out = f"delta_eef -> {p.delta_topic} TwistStamped + {p.gripper_topic} Float64, limits {limits}"
+        return f"cameras: {cams}; {state}; commands: {out}"
 
     # ------------------------------------------------------------------------------- inputs
     def _on_image(self, cam: str, msg: Image) -> None:
@@ -278,25 +325,14 @@ class PolicyNode(Node):
             self._frames[cam] = (msg, now)
 
     def _on_joint_state(self, msg: JointState) -> None:
-        p = self.p
-        wanted = {"joint_state": p.state_joint_names, "ee_pose": p.gripper_joint_names}[p.state_source]
         try:
-            if p.action_mode == "joint" and set(p.joint_names) <= set(msg.name):
-                joints = conv.joint_positions(msg, p.joint_names)
-                with self._lock:
-                    self._command_joints = joints
-            if not set(wanted) & set(msg.name):
-                return  # another publisher's joints (e.g. arm vs gripper driver): not ours
-            values = conv.joint_positions(msg, wanted)
+            with self._lock:
+                ours = self._joints.update(msg, self.clock())
         except conv.BadMessage as e:
             self.rejected.bad("joint_state", e)
             return
-        self.rejected.good("joint_state")
-        with self._lock:
-            if p.state_source == "joint_state":
-                self._joint_state = values.astype(np.float32)
-            else:
-                self._gripper = values
+        if ours:  # a message with none of our joints is another publisher's: neither good nor bad
+            self.rejected.good("joint_state")
 
     def _on_pose(self, msg: PoseStamped) -> None:
         try:
@@ -364,11 +400,27 @@ class PolicyNode(Node):
         if any(cam not in self._frames or now - self._frames[cam][1] > self._max_frame_age(cam)
                for cam in self.p.camera_names):
             reasons.add("camera_stale")
-        if self._state() is None:
-            reasons.add("no_state")
+        if self._state(now) is None:
+            reasons.add("no_state" if not self._joints.seen() or (
+                self.p.state_source == "ee_pose" and self._pose6 is None) else "joint_state_stale")
         if not self._instruction:
             reasons.add("no_instruction")
         return reasons
+
+    def _check_joints(self, now: float) -> np.ndarray | None:
+        """The configured state joints (ROS units), or None; a joint without a fresh value is logged
+        once per occurrence (rate-limited), naming it (caller holds self._lock)."""
+        values, problems = self._joints.read(self._state_joints, now, self.p.max_joint_state_age_s)
+        missing = tuple(sorted(problems))
+        if missing and missing != self._joint_problem and self._joints.seen():
+            detail = ", ".join(f"{n} ({problems[n]})" for n in missing[:8])
+            line = self.log_limiter.allow(f"joint_state.missing.{','.join(missing)}",
+                                          f"{self.p.joint_state_topic}: no value newer than max_joint_state_age_s="
+                                          f"{self.p.max_joint_state_age_s:g} s for {detail}: holding")
+            if line is not None:
+                self.get_logger().warning(line)
+        self._joint_problem = missing
+        return values
 
     def _max_frame_age(self, cam: str) -> float:
         """stale_periods control periods, or camera_stale_periods of the camera's own measured period
@@ -377,26 +429,34 @@ class PolicyNode(Node):
         own = min(self.p.camera_stale_periods * self._camera_period.get(cam, 0.0), self.p.max_frame_age_s)
         return max(self.p.stale_periods * self.p.period, own)
 
-    def _inputs(self) -> dict[str, Any]:
+    def _inputs(self, now: float) -> dict[str, Any]:
         """The current inputs (caller holds self._lock)."""
         return {"frames": {c: self._frames[c][0] for c in self.p.camera_names},
-                "state": self._state(), "instruction": self._instruction}
+                "state": self._state(now), "instruction": self._instruction}
 
-    def _remember_inputs(self) -> None:
+    def _remember_inputs(self, now: float) -> None:
         """Append the current inputs to the history once per new camera frame (caller holds self._lock)."""
         if not self._history.maxlen:
             return  # the policy keeps no history: nothing to do on this 30 Hz path
         key = tuple(self._frames[c][1] for c in self.p.camera_names)
         if key != self._history_key:
             self._history_key = key
-            self._history.append(self._inputs())
+            self._history.append(self._inputs(now))
 
-    def _state(self) -> np.ndarray | None:
-        if self.p.state_source == "joint_state":
-            return self._joint_state
-        if self._pose6 is None or self._gripper is None:
+    def _state(self, now: float | None = None) -> np.ndarray | None:
+        """The policy's state (its own units) from the freshest inputs, or None (caller holds self._lock)."""
+        joints = self._check_joints(self.clock() if now is None else now)
+        if joints is None:
             return None
-        return np.concatenate([self._pose6, self._gripper]).astype(np.float32)
+        if self.p.state_source == "joint_state":
+            return (joints / self._scale).astype(np.float32)  # ROS radians -> e.g. the dataset's degrees
+        if self._pose6 is None:
+            return None
+        return np.concatenate([self._pose6, joints]).astype(np.float32)
+
+    def _command_joints(self, now: float) -> np.ndarray | None:
+        """Joint mode: the measured positions of the commanded joints (ROS units), if all are fresh."""
+        return self._joints.read(self.p.joint_names, now, self.p.max_joint_state_age_s)[0]
 
     def _on_control_tick(self) -> None:
         self._apply_network_resets()
@@ -409,11 +469,11 @@ class PolicyNode(Node):
             reasons = self._hold_reasons(now)
             snapshot = None
             if not reasons:
-                self._remember_inputs()
+                self._remember_inputs(now)
                 if self.broker.want_chunk():
-                    *history, current = self._history or [self._inputs()]
+                    *history, current = self._history or [self._inputs(now)]
                     snapshot = {**current, "history": history}
-            command_joints = self._command_joints
+            command_joints = self._command_joints(now) if self.p.action_mode == "joint" else None
         if reset:
             self.broker.reset()
             self._worker.reset_policy()
@@ -441,6 +501,10 @@ class PolicyNode(Node):
             if command_joints is None:
                 return  # never command a joint position before we know where the arm is
             self.safety.seed(command_joints)
+        if action is not None and self.p.action_mode == "joint":
+            action = np.asarray(action, dtype=np.float64) * self._scale  # e.g. degrees -> radians
+            if self._integrate:  # joint_delta: the increment applies to the last command
+                action = self.safety.last + action
         cmd = self.safety.step(action, reasons)
         self._publish(cmd.values)
         self._have_command = True
@@ -529,6 +593,9 @@ class PolicyNode(Node):
                   "frame_to_action_ms_p50": float(np.median(f2a)) if f2a else "n/a",
                   **{f"held_ticks.{k}": v for k, v in self.hold_counts.items()},
                   **self.rejected.diagnostics(),
+                  "clipped": sum(self.safety.clipped.values()),
+                  **{f"clipped.{k}": v for k, v in self.safety.clipped.items()},
+                  "velocity_limited": self.safety.rate_limited,
                   "rate_limited.episode_start": self._episode_starts.coalesced,
                   "rate_limited.instruction": self._instructions.coalesced,
                   "log_lines_suppressed": self.log_limiter.suppressed}

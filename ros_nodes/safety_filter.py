@@ -7,6 +7,11 @@ Pure Python/numpy (no rclpy), so it is unit-tested on its own. One call per cont
     cmd.hold     True when the values are the hold command, not the policy's action
     cmd.reasons  why we hold (sorted tuple), empty when not holding
 
+An action outside [low, high] (a joint's position limits, the delta range) is clipped into them,
+counted per dimension in ``clipped`` and logged (rate-limited: one line per log interval, with the
+count of repeats); the rate limit (``max_step`` per period: the joints' velocity limits) is counted
+in ``rate_limited``. Nothing outside the limits is ever returned.
+
 What a *hold* is (documented choice):
   * Dimensions in ``keep_dims`` repeat the last safe command; every other dimension is 0.
     For delta-EEF (7-D: dpos, drot, gripper) that is keep_dims = (6,): zero motion, gripper stays
@@ -57,6 +62,7 @@ class SafetyFilter:
         debug: Callable[[str], None] = lambda _msg: None,
         quiet: Iterable[str] = (NO_ACTION,),
         limiter: LogLimiter | None = None,
+        names: Iterable[str] = (),
     ):
         self.low = np.asarray(list(low), dtype=np.float64)
         self.high = np.asarray(list(high), dtype=np.float64)
@@ -76,6 +82,9 @@ class SafetyFilter:
         self._warn, self._info, self._debug = warn, info, debug
         self._quiet = frozenset(quiet)
         self._limiter = limiter if limiter is not None else LogLimiter(0.0)  # default: every transition
+        self.names = list(names) or [str(i) for i in range(dim)]
+        self.clipped: dict[str, int] = {}  # dimension name -> commands clipped into its [low, high]
+        self.rate_limited = 0  # commands limited to max_step from the last one
         self.reset()
 
     @property
@@ -108,13 +117,29 @@ class SafetyFilter:
             values = self.hold_command()
         else:
             values = np.clip(arr, self.low, self.high)
-            values = np.clip(values, self.last - self.max_step, self.last + self.max_step)
+            self._count_clipped(arr, values)
+            limited = np.clip(values, self.last - self.max_step, self.last + self.max_step)
+            self.rate_limited += int(np.any(limited != values))
+            values = limited
             values = np.clip(values, self.low, self.high)  # last is in range, so this is a no-op guard
         # Belt and braces: nothing non-finite or out of range ever leaves this function.
         if not np.all(np.isfinite(values)):  # pragma: no cover - unreachable by construction
             values, why = self.initial.copy(), why | {BAD_ACTION}
         self.last = values
         return Command(values.astype(np.float32), bool(why), tuple(sorted(why)))
+
+    def _count_clipped(self, arr: np.ndarray, values: np.ndarray) -> None:
+        """Count (and log, rate-limited) a command the policy asked for outside [low, high]."""
+        # Beyond rounding: a policy's float32 action at its limit, converted to radians, is no news.
+        out = np.flatnonzero(np.abs(values - arr) > 1e-6 * np.maximum(1.0, self.high - self.low))
+        if not out.size:
+            return
+        for d in out:
+            self.clipped[self.names[d]] = self.clipped.get(self.names[d], 0) + 1
+        detail = ", ".join(f"{self.names[d]} {arr[d]:.4g} -> {values[d]:.4g}" for d in out[:6])
+        line = self._limiter.allow("safety.clipped", f"safety: clipped into the limits: {detail}")
+        if line is not None:
+            self._warn(line)
 
     def _log_transitions(self, why: set[str], arr: np.ndarray | None) -> None:
         for reason in sorted(why - self._active):

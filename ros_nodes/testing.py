@@ -33,14 +33,23 @@ from typing import Any
 
 import numpy as np
 
-from sim.spaces import ACTION_DIM
-
 FAULTS = ("nan", "raise", "shape", "huge")
 
 
+def tabletop_embodiment() -> Any:
+    """The sim's tabletop arm (sim/spaces.py): what the doubles drive unless given another robot."""
+    from sim.spaces import embodiment
+
+    return embodiment(128)
+
+
 class SlowFakePolicy:
+    """Actions: ``amplitude`` of a sine per dimension, around the middle of each dimension's limits
+    (of ``embodiment``: the tabletop arm's [-1, 1] by default)."""
+
     def __init__(self, chunk: int = 10, min_latency_s: float = 0.1, max_latency_s: float = 0.3,
-                 amplitude: float = 0.8, seed: int = 0, grid: int = 8, fault_every: int = 0):
+                 amplitude: float = 0.8, seed: int = 0, grid: int = 8, fault_every: int = 0,
+                 embodiment: Any = None):
         if chunk < 1 or not 0 <= min_latency_s <= max_latency_s:
             raise ValueError(f"need chunk >= 1 and 0 <= min_latency_s <= max_latency_s, got "
                              f"{chunk}, {min_latency_s}, {max_latency_s}")
@@ -49,6 +58,11 @@ class SlowFakePolicy:
         self.calls = 0
         self.step = 0
         self.fault_every = fault_every
+        self.embodiment = embodiment if embodiment is not None else tabletop_embodiment()
+        limits = self.embodiment.limits
+        dim = self.embodiment.action_dim
+        self._mid, self._half = ((limits[0] + limits[1]) / 2, (limits[1] - limits[0]) / 2) if limits else (0.0, 1.0)
+        self._dims = np.arange(dim)
 
     def reset(self) -> None:
         self.step = 0
@@ -57,8 +71,8 @@ class SlowFakePolicy:
         latency = float(self.rng.uniform(self.lo, self.hi))
         time.sleep(latency)
         self.calls += 1
-        t = (self.step + np.arange(self.chunk))[:, None] * 0.2 + np.arange(ACTION_DIM)[None, :]
-        actions = (self.amplitude * np.sin(t)).astype(np.float32)
+        t = (self.step + np.arange(self.chunk))[:, None] * 0.2 + self._dims[None, :]
+        actions = (self._mid + self._half * self.amplitude * np.sin(t)).astype(np.float32)
         self.step += self.chunk
         if self.fault_every and self.calls % self.fault_every == 0:
             fault = FAULTS[(self.calls // self.fault_every) % len(FAULTS)]
@@ -80,6 +94,14 @@ class SimExpertPolicy:
         self._env = None
         self._episode = None
 
+    @property
+    def embodiment(self) -> Any:
+        """The robot of the bridge's env (the sim's own)."""
+        from vla.runtime import env_embodiment
+
+        with self.bridge.lock:
+            return env_embodiment(self.bridge.env) if self.bridge.env is not None else tabletop_embodiment()
+
     def reset(self) -> None:
         self._episode = None  # re-armed on the next call, once the bridge has reset its env
 
@@ -97,7 +119,10 @@ class SimExpertPolicy:
                 self._expert.reset()
                 self._episode = self.bridge.episode_index
             action = np.array(self._expert.act(self.bridge.obs), dtype=np.float32)
-        action[:6] *= self.gain
+        grippers = list(self.embodiment.gripper_dims)
+        motion = np.ones(action.shape[0], bool)
+        motion[grippers] = False
+        action[motion] *= self.gain
         return {"actions": action[None], "timing_ms": {"expert": (time.perf_counter() - t0) * 1e3},
                 "visual_tokens": 0, "keep_masks": {}}
 
@@ -153,8 +178,9 @@ class Participant:
 
 
 class FakeRobot(Participant):
-    """Publishes synthetic camera frames, end-effector pose and gripper joints at ``rate_hz`` (on its
-    own thread, like a driver), and a latched instruction. ``cameras_on`` pauses/resumes the frames."""
+    """The tabletop arm's stand-in (sim/spaces.py: its cameras, an 8-D end-effector state): publishes
+    synthetic camera frames, end-effector pose and gripper joints at ``rate_hz`` (on its own thread,
+    like a driver), and a latched instruction. ``cameras_on`` pauses/resumes the frames."""
 
     def __init__(self, domain_id: int | None = None, rate_hz: float = 30.0, image_hw: tuple[int, int] = (96, 128),
                  instruction: str = "put the red cube on the blue plate", prefix: str = "/vla"):
@@ -170,8 +196,10 @@ class FakeRobot(Participant):
         super().__init__("fake_robot", domain_id)
         n = self.node
         self.rate_hz, self.image_hw = rate_hz, image_hw
+        robot = tabletop_embodiment()
+        self.gripper_joints = list(robot.state_names[6:])  # after the pose: the finger joints
         self.pub_images = {cam: n.create_publisher(Image, f"{prefix}/camera/{cam}/image_raw", qos_profile_sensor_data)
-                           for cam in ("agentview", "wrist")}
+                           for cam in robot.camera_names}
         self.pub_pose = n.create_publisher(PoseStamped, f"{prefix}/ee_pose", qos_profile_sensor_data)
         self.pub_joints = n.create_publisher(JointState, f"{prefix}/joint_states", qos_profile_sensor_data)
         self.pub_instruction = n.create_publisher(String, f"{prefix}/instruction", LATCHED)
@@ -201,7 +229,95 @@ class FakeRobot(Participant):
                 self.last_frame_stamp = conv.stamp_seconds(stamp)
                 self.frames += 1
             self.pub_pose.publish(conv.pose_from_state(state, stamp, "world"))
-            self.pub_joints.publish(conv.joint_state(["left_finger", "right_finger"], state[6:8], stamp))
+            self.pub_joints.publish(conv.joint_state(self.gripper_joints, state[6:8], stamp))
+            next_t += period
+            self._stopping.wait(max(0.0, next_t - time.monotonic()))
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._driver.join(timeout=5.0)
+        super().close()
+
+
+class JointRobot(Participant):
+    """A joint-space arm's stand-in (an SO-100, say): cameras ``cameras`` (name -> (h, w)) and a
+    ``sensor_msgs/JointState`` of ``joints`` in radians at ``rate_hz``, the joints in a shuffled order
+    in every message and, with ``split``, over two messages (as ALOHA's per-arm drivers publish).
+    It follows the ``trajectory_msgs/JointTrajectory`` it receives (an ideal position controller),
+    so the loop closes. ``drop`` (a set of joint names) leaves joints out of the messages from then
+    on; ``cameras_on`` pauses the frames. Records every command it receives in ``commands``."""
+
+    def __init__(self, joints: list[str], start: np.ndarray, domain_id: int | None = None, rate_hz: float = 30.0,
+                 cameras: dict[str, tuple[int, int]] | None = None, split: bool = False,
+                 instruction: str = "pick up the cube", prefix: str = "/vla", seed: int = 0):
+        import threading
+
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import String
+        from trajectory_msgs.msg import JointTrajectory
+
+        from ros_nodes.policy_node import LATCHED
+
+        super().__init__("joint_robot", domain_id)
+        n = self.node
+        self.joints, self.rate_hz, self.split = list(joints), rate_hz, split
+        self.cameras = dict(cameras or {})
+        self.position = np.asarray(start, dtype=np.float64).copy()  # radians, in `joints` order
+        self.rng = np.random.default_rng(seed)
+        self.drop: set[str] = set()
+        self.cameras_on = True
+        self.messages = 0  # JointState messages published
+        self.commands: list[tuple[float, list[str], np.ndarray]] = []  # (receive time, names, positions)
+        self._lock = threading.Lock()
+        self.pub_images = {c: n.create_publisher(Image, f"{prefix}/camera/{c}/image_raw", qos_profile_sensor_data)
+                           for c in self.cameras}
+        self.pub_joints = n.create_publisher(JointState, f"{prefix}/joint_states", qos_profile_sensor_data)
+        self.pub_instruction = n.create_publisher(String, f"{prefix}/instruction", LATCHED)
+        self.pub_instruction.publish(String(data=instruction))
+        n.create_subscription(JointTrajectory, f"{prefix}/cmd/joint_trajectory", self._on_command, 100)
+        self._stopping = threading.Event()
+        self._driver = threading.Thread(target=self._run, name="joint_robot.driver", daemon=True)
+        self._driver.start()
+
+    def _on_command(self, msg) -> None:
+        index = {name: i for i, name in enumerate(msg.joint_names)}
+        if not msg.points or any(j not in index for j in self.joints):
+            return
+        target = np.array([msg.points[0].positions[index[j]] for j in self.joints], dtype=np.float64)
+        with self._lock:
+            self.commands.append((time.monotonic(), list(msg.joint_names), np.array(msg.points[0].positions)))
+            if np.all(np.isfinite(target)):
+                self.position = target
+
+    def received(self, since: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(receive times [N], positions [N, joints] in `joints` order) of the commands since ``since``."""
+        with self._lock:
+            rows = [(t, names, pos) for t, names, pos in self.commands if t >= since]
+        if not rows:
+            return np.zeros(0), np.zeros((0, len(self.joints)))
+        order = [rows[0][1].index(j) for j in self.joints]
+        return np.array([t for t, _, _ in rows]), np.stack([pos[order] for _, _, pos in rows])
+
+    def _run(self) -> None:
+        from ros_nodes import conversions as conv
+
+        imgs = {c: np.add.outer(np.arange(h), np.arange(w)) for c, (h, w) in self.cameras.items()}
+        period, next_t, frame = 1.0 / self.rate_hz, time.monotonic(), 0
+        while not self._stopping.is_set():
+            stamp = self.node.get_clock().now().to_msg()
+            if self.cameras_on:
+                for c, pub in self.pub_images.items():
+                    pub.publish(conv.rgb_to_image((np.stack([imgs[c] + frame] * 3, -1) % 256).astype(np.uint8), stamp, c))
+                frame += 1
+            with self._lock:
+                values = dict(zip(self.joints, self.position))
+            names = [j for j in self.joints if j not in self.drop]
+            self.rng.shuffle(names)
+            parts = [names[: len(names) // 2], names[len(names) // 2:]] if self.split else [names]
+            for part in parts:
+                self.pub_joints.publish(conv.joint_state(part, [values[j] for j in part], stamp))
+                self.messages += 1
             next_t += period
             self._stopping.wait(max(0.0, next_t - time.monotonic()))
 

@@ -41,7 +41,7 @@ BAD = {
                       "invalid parameter 'control_rate_hz' = -5.0: in (0, 1000]"),
     "typo": (node_args("policy_node", FAKE, "contrl_rate_hz:=5.0"),
              "unknown parameter(s) 'contrl_rate_hz' (did you mean 'control_rate_hz'?)"),
-    "wrong length": (node_args("policy_node", FAKE, "action_low:=[-1.0,-1.0]"),
+    "wrong length": (node_args("policy_node", FAKE, "action_low:=[-1.0,-1.0]", "action_high:=[1.0,1.0]"),
                      "invalid parameter 'action_low' = [-1.0, -1.0]: 7 values"),
     "wrong type": (node_args("policy_node", FAKE, "replan_remaining:=soon"),
                    "invalid parameter 'replan_remaining' = 'soon': expected an integer"),

@@ -132,3 +132,22 @@ def test_keep_mask_overlay():
     out = conv.keep_mask_overlay(rgb, mask)
     assert out.shape == rgb.shape and out.dtype == np.uint8
     assert out[0, 0, 0] == 200 and out[-1, -1, 0] == 60  # dropped patches dimmed to 30 %
+
+
+def test_joint_cache_merges_messages_by_name_and_never_guesses_a_missing_joint():
+    cache = conv.JointCache(["a", "b", "c"])
+    assert not cache.update(conv.joint_state(["x"], [1.0], Time(sec=1)), now=0.0)  # another publisher's
+    assert cache.update(conv.joint_state(["c", "a", "x"], [3.0, 1.0, 9.0], Time(sec=1)), now=0.0)
+    values, problems = cache.read(["a", "b", "c"], now=0.1, max_age=0.25)
+    assert values is None and problems == {"b": "never received"}
+    cache.update(conv.joint_state(["b"], [2.0], Time(sec=1)), now=0.1)  # the other arm's message
+    values, _ = cache.read(["c", "b", "a"], now=0.2, max_age=0.25)
+    np.testing.assert_array_equal(values, [3.0, 2.0, 1.0])  # by name, in the order asked for
+    cache.update(conv.joint_state(["a"], [-1.0], Time(sec=0, nanosec=5)), now=0.3)  # older stamp, late: ignored
+    cache.update(conv.joint_state(["b"], [2.5], Time(sec=2)), now=0.3)
+    values, problems = cache.read(["a", "b", "c"], now=0.3, max_age=0.25)
+    assert values is None and problems == {"a": "last 0.30 s ago", "c": "last 0.30 s ago"}
+    with pytest.raises(conv.BadMessage) as e:
+        cache.update(conv.joint_state(["a", "b"], [0.0, float("nan")], Time(sec=3)), now=0.4)
+    assert e.value.kind == "non_finite"
+    assert cache.read(["b"], now=0.4, max_age=0.25)[0][0] == 2.5  # nothing of the bad message was kept

@@ -48,7 +48,7 @@ def make_node(tmp_path):
         context.try_shutdown()
 
 
-def feed_valid(node, joints=("left_finger", "right_finger"), positions=(0.04, -0.04)):
+def feed_valid(node, joints=("finger_left", "finger_right"), positions=(0.04, -0.04)):
     frame = conv.rgb_to_image(np.zeros((48, 64, 3), np.uint8), Time(sec=1), "cam")
     for cam in node.p.camera_names:
         node._on_image(cam, frame)
@@ -74,9 +74,9 @@ def malformed(i: int):
     if kind == 3:
         return "image", Image(height=0, width=0, encoding="mono8", step=0, data=b"")
     if kind == 4:
-        return "joints", JointState(name=["left_finger", "right_finger"], position=[0.0, [np.nan, np.inf, -np.inf][i % 3]])
+        return "joints", JointState(name=["finger_left", "finger_right"], position=[0.0, [np.nan, np.inf, -np.inf][i % 3]])
     if kind == 5:
-        return "joints", JointState(name=["left_finger", "right_finger"], position=[0.0])
+        return "joints", JointState(name=["finger_left", "finger_right"], position=[0.0])
     if kind == 6:
         pose = PoseStamped()
         pose.pose.position.y = [np.nan, np.inf][i % 2]
@@ -120,11 +120,21 @@ def test_ten_thousand_malformed_inputs(make_node):
     assert "no_instruction" in node.hold_counts and "inference_failed" in node.hold_counts
 
 
+def joint_robot(n: int = 7, low: float = -3.0, high: float = 3.0, kind: str = "joint_position"):
+    from policies.embodiment import Camera, Embodiment
+
+    names = tuple(f"j{i}.pos" for i in range(n))
+    return Embodiment((Camera("front", 48, 64),), n, n, kind, (low,) * n, (high,) * n, names, names, (n - 1,))
+
+
 def test_joint_mode_starts_from_the_measured_position(make_node):
+    from ros_nodes.testing import SlowFakePolicy
+
     joints = [f"j{i}" for i in range(7)]
-    node, published = make_node(policy_options="chunk=4 min_latency_s=0.0 max_latency_s=0.0",
-                                instruction=INSTRUCTION, action_mode="joint", joint_names=joints,
-                                action_low=[-3.0] * 7, action_high=[3.0] * 7, max_delta_per_period=[0.05] * 7)
+    policy = SlowFakePolicy(chunk=4, min_latency_s=0.0, max_latency_s=0.0, embodiment=joint_robot())
+    node, published = make_node(policy=policy, instruction=INSTRUCTION, joint_velocity_limits=[1.5] * 7,
+                                control_rate_hz=30.0)
+    assert node.p.joint_names == joints and node.p.action_mode == "joint"
     run_ticks(node, 5)
     assert published == []  # never command a joint position before knowing where the arm is
     start = np.linspace(-1, 1, 7)
@@ -148,6 +158,9 @@ class _HistoryPolicy:
     n_action_steps = 4
 
     def __init__(self):
+        from ros_nodes.testing import tabletop_embodiment
+
+        self.embodiment = tabletop_embodiment()
         self.seen: list[int] = []
         self.chunks_from: list[list[int]] = []
 
@@ -173,7 +186,7 @@ def test_history_policy_sees_consecutive_frames_not_one_per_chunk(make_node):
         for cam in node.p.camera_names:
             node._on_image(cam, image)
         node._on_pose(conv.pose_from_state(STATE, Time(), "world"))
-        node._on_joint_state(conv.joint_state(("left_finger", "right_finger"), (0.04, -0.04), Time()))
+        node._on_joint_state(conv.joint_state(("finger_left", "finger_right"), (0.04, -0.04), Time()))
         node._on_control_tick()
         time.sleep(0.01)
     deadline = time.monotonic() + 5
@@ -219,7 +232,7 @@ IMPLAUSIBLE = {  # what arrives -> the hold reason it must cause
     "out-of-workspace pose": ("pose", pose_msg(z=7.5), "ee_pose:out_of_workspace"),
     "tiny image": ("image", conv.rgb_to_image(np.zeros((8, 8, 3), np.uint8), Time(sec=1), "cam"),
                    "camera_agentview:too_small"),
-    "float32-overflow gripper": ("joints", conv.joint_state(("left_finger", "right_finger"), (0.04, -1e300), Time()),
+    "float32-overflow gripper": ("joints", conv.joint_state(("finger_left", "finger_right"), (0.04, -1e300), Time()),
                                  "joint_state:float32_overflow"),
 }
 
@@ -267,7 +280,7 @@ def test_alternating_good_and_bad_messages_log_a_few_lines(make_node, capfd):
         node._on_image("agentview", bad if step % 4 < 2 else good)
         node._on_image("wrist", good)
         node._on_pose(pose_msg(x=1e300) if step % 4 < 2 else pose_msg())
-        node._on_joint_state(conv.joint_state(("left_finger", "right_finger"), (0.04, -0.04), Time()))
+        node._on_joint_state(conv.joint_state(("finger_left", "finger_right"), (0.04, -0.04), Time()))
         sent += 2
         if step % 4 in (1, 3):
             node._on_control_tick()
@@ -307,7 +320,7 @@ def test_camera_just_under_the_control_rate_does_not_flicker(make_node, capfd, c
             for cam in node.p.camera_names:
                 node._on_image(cam, frame)
             node._on_pose(pose_msg())
-            node._on_joint_state(conv.joint_state(("left_finger", "right_finger"), (0.04, -0.04), Time()))
+            node._on_joint_state(conv.joint_state(("finger_left", "finger_right"), (0.04, -0.04), Time()))
             next_frame += 1 / camera_hz + rng.uniform(-0.003, 0.003)
         else:
             node._on_control_tick()

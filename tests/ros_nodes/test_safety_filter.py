@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from ros_nodes.health import LogLimiter
 from ros_nodes.safety_filter import BAD_ACTION, NO_ACTION, SafetyFilter
 
 LOW, HIGH = [-1.0] * 7, [1.0] * 7
@@ -102,3 +103,15 @@ def test_rejects_inconsistent_limits():
         SafetyFilter([0.0], [1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="max_step"):
         SafetyFilter([0.0], [1.0], [0.0])
+
+
+def test_a_command_outside_a_joints_limits_is_clipped_counted_and_logged_once():
+    warnings = []
+    f = SafetyFilter([-1.0, -0.5], [1.0, 0.5], [10.0, 10.0], keep_dims=(0, 1), names=["shoulder", "elbow"],
+                     warn=warnings.append, limiter=LogLimiter(10.0))
+    for _ in range(5):
+        cmd = f.step(np.array([0.2, 3.0]))
+        np.testing.assert_allclose(cmd.values, [0.2, 0.5])
+    f.step(np.array([0.2, 0.5 + 1e-9]))  # at the limit up to rounding: not a clip
+    assert f.clipped == {"elbow": 5}
+    assert warnings == ["safety: clipped into the limits: elbow 3 -> 0.5"]
