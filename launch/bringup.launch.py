@@ -2,6 +2,7 @@
 
     colcon build --packages-select vla && source install/setup.bash
     ros2 launch vla bringup.launch.py checkpoint:=/path/to/checkpoint
+    ros2 launch vla bringup.launch.py checkpoint:=/path/to/so100_checkpoint joint_units:=degrees
     ros2 launch vla bringup.launch.py sim:=true policy:=ros_nodes.testing:slow_fake_policy
     ros2 launch vla bringup.launch.py policy_node_params:=/path/to/my_policy_node.yaml
 

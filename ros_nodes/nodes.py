@@ -56,7 +56,7 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
         node_class="ros_nodes.policy_node:PolicyNode",
         params_file="ros/policy_node.yaml",
         enabled_by=None,
-        launch_params=("checkpoint", "compressor", "device", "policy", "control_rate_hz", "instruction"),
+        launch_params=("checkpoint", "compressor", "device", "policy", "control_rate_hz", "instruction", "joint_units"),
     ),
 )
 
