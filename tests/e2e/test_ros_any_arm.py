@@ -34,7 +34,9 @@ DEG = math.pi / 180
 @pytest.fixture(scope="module")
 def so100_checkpoint(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("so100_ros")
-    dataset = make_robot_dataset(root / "data", {"front": (480, 640), "wrist": (480, 640)}, SO100_JOINTS, fps=30,
+    # SO-100-shaped (cameras front + wrist in 3:4, 6 joints in degrees, 30 fps) at a quarter of the
+    # resolution: the node does not care about the recorded size (the policy resizes), the fixture's time does.
+    dataset = make_robot_dataset(root / "data", {"front": (120, 160), "wrist": (120, 160)}, SO100_JOINTS, fps=30,
                                  episodes=2, length=12)
     proc = vla_train(f"dataset={dataset}", "train=debug", f"output_dir={root / 'run'}", cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
