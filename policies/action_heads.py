@@ -26,11 +26,23 @@ step: the time embedding, the action input projection and the output layer (the 
 therefore still depends on x_t and t on every step). The cache lives for one ``sample`` call.
 Block FLOPs per chunk drop to ceil(K / N) / K of the uncached ones (K = num_flow_steps); with
 N = 1 the code path is the uncached one, bit for bit. Training (``loss``) never caches.
+
+Real-time chunking (Black, Galliker & Levine 2025, "Real-Time Execution of Action Chunking Flow
+Policies"): ``FlowMatchingHead.sample(cond, noise, rtc=RTCGuide(...))`` inpaints the new chunk so it
+agrees with the previous one while that one keeps executing during the inference delay d. Every Euler
+step adds a pseudo-inverse (PiGDM) guidance term: with x0 = x_t - t v (the denoised estimate) and
+e = W * (target - x0), the velocity becomes v - w_t * J^T e (J = dx0/dx_t, one vector-Jacobian
+product through the head per step, the backbone is not touched), w_t = min(beta, (1-tau)/tau / r^2),
+r^2 = (1-tau)^2 / (tau^2 + (1-tau)^2), tau = 1 - t (the paper's time). The mask W is 1 on the first d
+steps (the actions that will execute), decays exponentially over the rest of the overlap and is 0
+after it (:func:`rtc_weights`). ``rtc=None`` runs the unguided loop above, unchanged.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +84,10 @@ class L1ChunkHead(nn.Module):
             nn.Linear(cfg.hidden_size, action_dim),
         )
 
-    def sample(self, cond: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, cond: torch.Tensor, noise: torch.Tensor | None = None, rtc: RTCGuide | None = None) -> torch.Tensor:
+        if rtc is not None:
+            raise ValueError("real-time chunking (rtc=) guides flow sampling; this checkpoint has an L1 action head "
+                             "(head.type=l1): use execution=async or sync")
         return self.mlp(cond)
 
     def loss(self, cond: torch.Tensor, actions: torch.Tensor, pad_mask: torch.Tensor | None = None):
@@ -195,14 +210,100 @@ class FlowMatchingHead(nn.Module):
         v = self.velocity(x_t, t, cond)
         return _masked_mean((v - (noise - actions)) ** 2, pad_mask)
 
-    def sample(self, cond: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, cond: torch.Tensor, noise: torch.Tensor | None = None, rtc: RTCGuide | None = None) -> torch.Tensor:
         b = cond.shape[0]
         cond = self.cond_in(cond)
         shape = (b, self.chunk_size, self.action_dim)
         x = torch.randn(shape, device=cond.device, dtype=cond.dtype) if noise is None else noise.to(cond)
+        if rtc is not None:
+            return self._sample_guided(cond, x, rtc)
         dt = -1.0 / self.num_steps
         cache = {} if self.cache_interval > 1 else None
         for step in range(self.num_steps):
             t = torch.full((b,), 1.0 + step * dt, device=cond.device, dtype=cond.dtype)
             x = x + dt * self.velocity(x, t, cond, step=step, cache=cache)
         return x
+
+    def _sample_guided(self, cond: torch.Tensor, x: torch.Tensor, rtc: RTCGuide) -> torch.Tensor:
+        """The Euler loop of ``sample`` with RTC guidance (module docstring). Gradients are taken
+        w.r.t. x_t only; callers may be under ``no_grad``/``inference_mode`` (hence the clones)."""
+        b = x.shape[0]
+        dt = -1.0 / self.num_steps
+        cache = {} if self.cache_interval > 1 else None
+        with torch.inference_mode(False), torch.enable_grad():
+            cond, x = cond.clone(), x.clone()  # inference-mode tensors cannot enter autograd: normal copies
+            target, weights = rtc.aligned(b, self.chunk_size, self.action_dim, x)
+            for step in range(self.num_steps):
+                t = 1.0 + step * dt
+                x_t = x.detach().requires_grad_(True)
+                v = self.velocity(x_t, torch.full((b,), t, device=x.device, dtype=x.dtype), cond, step=step, cache=cache)
+                x0 = x_t - t * v
+                (vjp,) = torch.autograd.grad(x0, x_t, grad_outputs=(weights * (target - x0)).detach())
+                x = (x_t + dt * (v - rtc_guidance_weight(1.0 - t, rtc.beta) * vjp)).detach()
+                if cache:  # a reused block output must not carry this step's graph into the next
+                    for entry in cache.values():
+                        for key in entry:
+                            entry[key] = entry[key].detach()
+        return x
+
+
+# --------------------------------------------------------------------------------------------------
+# Real-time chunking (RTC) guidance
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class RTCGuide:
+    """What the next chunk's flow sampling should agree with (normalised action space).
+
+    ``target`` [P, A] or [B, P, A]: the previous chunk's actions aligned to the new chunk's steps 0..P-1
+    (P <= chunk size): its first ``delay`` rows are the actions that execute while this chunk is
+    inferred (pinned, weight 1), the rest the previous chunk's remaining overlap (soft, decaying).
+    ``horizon``: where the soft mask ends (default P; clipped to P). ``beta``: the guidance-weight cap
+    (the paper's beta; 5 there)."""
+
+    target: Any
+    delay: int
+    horizon: int | None = None
+    beta: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.delay < 0:
+            raise ValueError(f"rtc delay must be >= 0, got {self.delay}")
+        if self.beta <= 0:
+            raise ValueError(f"rtc beta (guidance weight cap) must be > 0, got {self.beta}")
+
+    def aligned(self, batch: int, chunk_size: int, action_dim: int, like: torch.Tensor):
+        """(target [B, H, A] zero-padded, weights [1, H, 1]) on ``like``'s device/dtype."""
+        y = torch.as_tensor(self.target).to(like.device, like.dtype)
+        if y.ndim == 2:
+            y = y.unsqueeze(0)
+        if y.ndim != 3 or y.shape[0] not in (1, batch) or y.shape[1] > chunk_size or y.shape[2] != action_dim:
+            raise ValueError(f"rtc target must be [P <= {chunk_size}, {action_dim}] or [B={batch}, P, {action_dim}], "
+                             f"got {tuple(y.shape)}")
+        if not torch.isfinite(y).all():
+            raise ValueError("rtc target has NaN/Inf")
+        p = y.shape[1]
+        if self.delay > p:
+            raise ValueError(f"rtc delay {self.delay} is longer than its target ({p} steps)")
+        padded = torch.zeros(y.shape[0], chunk_size, action_dim, device=like.device, dtype=like.dtype)
+        padded[:, :p] = y
+        end = p if self.horizon is None else max(self.delay, min(int(self.horizon), p))
+        w = rtc_weights(self.delay, end, chunk_size).to(like.device, like.dtype)
+        return padded.expand(batch, -1, -1), w.view(1, -1, 1)
+
+
+def rtc_weights(delay: int, end: int, chunk_size: int) -> torch.Tensor:
+    """The RTC soft mask [chunk_size]: 1 for i < delay; c_i (e^c_i - 1) / (e - 1) with
+    c_i = (end - i) / (end - delay + 1) for delay <= i < end; 0 from ``end`` on (the paper's eq. 5,
+    end = H - s: where the previous chunk's overlap ends)."""
+    i = torch.arange(chunk_size, dtype=torch.float32)
+    c = (end - i) / (end - delay + 1)
+    soft = c * torch.expm1(c) / (math.e - 1)
+    return torch.where(i < delay, torch.ones_like(i), torch.where(i < end, soft, torch.zeros_like(i)))
+
+
+def rtc_guidance_weight(tau: float, beta: float) -> float:
+    """min(beta, (1 - tau) / tau / r^2) with r^2 = (1 - tau)^2 / (tau^2 + (1 - tau)^2); tau in [0, 1)
+    (0 = pure noise, where the uncapped weight is infinite)."""
+    if tau <= 0.0 or tau >= 1.0:
+        return float(beta)
+    return float(min(beta, (tau**2 + (1 - tau) ** 2) / (tau * (1 - tau))))

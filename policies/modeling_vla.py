@@ -134,18 +134,21 @@ class VLAPolicy(PreTrainedPolicy):
         return self.model.keypose(cond).float() * KEYPOSE_SCALE
 
     @torch.no_grad()
-    def predict_action_chunk(self, batch: dict[str, Any], noise: Tensor | None = None, stage=None, **_) -> Tensor:
+    def predict_action_chunk(self, batch: dict[str, Any], noise: Tensor | None = None, stage=None, rtc=None,
+                             **_) -> Tensor:
         """[B, chunk_size, action_dim] in the normalised action space (the postprocessor undoes it).
 
         ``noise`` fixes the flow head's initial sample (same noise -> same actions); ``stage`` is an
         optional ``stage(name)`` context-manager factory that ``vla.profiling`` uses to time/count
-        the vision, compressor, backbone and action_head stages.
+        the vision, compressor, backbone and action_head stages. ``rtc``: a
+        ``policies.action_heads.RTCGuide`` (real-time chunking: the flow sampling is guided to agree
+        with the executing prefix of the previous chunk, normalised); None = unguided, unchanged.
         """
         stage = stage or _no_stage
         inputs = self._inputs(batch)
         cond, info = self.model.encode(inputs, stage=stage)
         with stage("action_head"):
-            actions = self.model.head.sample(cond, noise)
+            actions = self.model.head.sample(cond, noise) if rtc is None else self.model.head.sample(cond, noise, rtc=rtc)
         self._record(info)
         return actions.float()
 

@@ -231,7 +231,8 @@ class _ProcessedChunkPolicy:
     def _compression(self) -> tuple[int, dict[str, np.ndarray]]:
         return 0, {}
 
-    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+    def infer(self, obs: dict[str, Any], rtc: Any = None) -> dict[str, Any]:
+        """``rtc``: a real-time-chunking guide for the flow head (vla/chunking.py builds it), VLA only."""
         import torch
 
         timing: dict[str, float] = {}
@@ -239,7 +240,7 @@ class _ProcessedChunkPolicy:
         with torch.inference_mode():
             batch = self._preprocess(obs)
             t1 = time.perf_counter()
-            chunk = self._predict(batch, timing)
+            chunk = self._predict(batch, timing) if rtc is None else self._predict(batch, timing, rtc=rtc)
             t2 = time.perf_counter()
             chunk = self.postprocessor(chunk)
         t3 = time.perf_counter()
@@ -278,9 +279,11 @@ class VLAChunkPolicy(_ProcessedChunkPolicy):
         params = inspect.signature(policy.predict_action_chunk).parameters
         self._stage_hook = "stage" in params
 
-    def _predict(self, batch: dict[str, Any], timing: dict[str, float]) -> Any:
+    def _predict(self, batch: dict[str, Any], timing: dict[str, float], rtc: Any = None) -> Any:
         kwargs = {"stage": _StageTimer(timing)} if self._stage_hook else {}
         return self.policy.predict_action_chunk(batch, **kwargs)
+        if rtc is not None:  # policies.action_heads.RTCGuide (vla/chunking.py)
+            kwargs["rtc"] = rtc
 
     def _compression(self) -> tuple[int, dict[str, np.ndarray]]:
         """Visual token count and per-camera keep masks of the last call (policy.last_compression)."""
