@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from vla.cli import CONFIG_DIR
+from vla.configs import CONFIG_DIR
 
 
 def save_tiny_checkpoint(path: Path, compressor: str = "none") -> Path:

@@ -42,7 +42,7 @@ def vla_checkpoint(tmp_path_factory) -> Path:
     from omegaconf import OmegaConf
 
     from vla.checkpoint import build_policy, save_checkpoint
-    from vla.cli import CONFIG_DIR
+    from vla.configs import CONFIG_DIR
 
     stats = {
         "observation.state": {"mean": np.zeros(8, np.float32), "std": np.ones(8, np.float32)},

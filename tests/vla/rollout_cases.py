@@ -98,7 +98,7 @@ def _in_tmp():
 def _compose(name: str, overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from vla.cli import CONFIG_DIR
+    from vla.configs import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(name, overrides=overrides)

@@ -8,7 +8,7 @@ import imageio.v2 as imageio
 import pytest
 from hydra import compose, initialize_config_dir
 
-from vla.cli import CONFIG_DIR
+from vla.configs import CONFIG_DIR
 from vla.evaluate import evaluate, make_plan, wilson_interval
 
 TASKS = ["place_red_on_blue_plate", "push_red_left"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from vla.cli import CONFIG_DIR
+from vla.configs import CONFIG_DIR
 from vla.evaluate import evaluate, make_plan
 from vla.instructions import InstructionFileError, InstructionSet
 

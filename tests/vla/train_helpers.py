@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from vla.cli import CONFIG_DIR
+from vla.configs import CONFIG_DIR
 
 
 def dataset_root(fixture: Any) -> Path:
