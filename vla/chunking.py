@@ -262,6 +262,23 @@ def boundary_jerk(actions: np.ndarray, tags: list[tuple[int, int]], dims: list[i
             "holds": int(sum(1 for s in source if s == -1))}
 
 
+def pool_jerk(summaries: list[dict]) -> dict:
+    """Episode summaries (:class:`ChunkTrace`) pooled: step-weighted mean jerk at boundaries / elsewhere,
+    switches and hold steps per episode."""
+    rows = [s for s in summaries if s]
+    out: dict[str, Any] = {"delay_steps": rows[0].get("delay_steps") if rows else None,
+                           "horizon": rows[0].get("horizon") if rows else None}
+    for key in ("boundary", "other", "all"):
+        n_key = {"boundary": "n_boundary", "other": "n_other"}.get(key)
+        pairs = [(s[key], s[n_key] if n_key else s["n_boundary"] + s["n_other"]) for s in rows if s.get(key) is not None]
+        total = sum(n for _, n in pairs)
+        out[key] = sum(v * n for v, n in pairs) / total if total else None
+    out["ratio"] = out["boundary"] / out["other"] if out["boundary"] is not None and out["other"] else None
+    out["switches_per_episode"] = float(np.mean([s["switches"] for s in rows])) if rows else 0.0
+    out["holds_per_episode"] = float(np.mean([s.get("holds", 0) for s in rows])) if rows else 0.0
+    return out
+
+
 class ChunkTrace:
     """Subscriber (vla/rollout.py): the actions the env executed, tagged by the executor; at the end of
     the episode ``summary`` has the boundary jerk (arm dims: the robot's gripper dims left out) and

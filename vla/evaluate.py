@@ -101,6 +101,9 @@ class EvalPlan:
     # instruction= / instruction_file=: {task: wordings}, every wording on the same `episodes` layouts;
     # empty = the env's own instruction (vla/instructions.py eval_wordings)
     instructions: dict = field(default_factory=dict)
+    # execution=sync|async|rtc delay_ms=...: chunks run by vla/chunking.py's executor with an injected
+    # inference delay (asdict of vla.chunking.Execution); None = the plain loop above
+    execution: dict | None = None
 
     @property
     def jobs(self) -> list[tuple[str, int]]:
@@ -160,6 +163,11 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
     from vla.instructions import eval_wordings
 
     instructions = eval_wordings(cfg.get("instruction"), cfg.get("instruction_file"), str(env_cfg.suite), tasks)
+    from vla.chunking import parse_execution
+
+    execution = parse_execution(cfg.get("execution"), cfg.get("delay_ms", 0))
+    if execution is not None and execution.mode == "rtc" and checkpoint in BASELINES:
+        raise ValueError(f"execution=rtc guides a flow-matching policy; checkpoint={checkpoint} has none (use sync or async)")
     return EvalPlan(
         checkpoint=checkpoint,
         env_cfg=OmegaConf.to_container(env_cfg),
@@ -176,6 +184,7 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
         video_episodes=videos,
         out_dir=str(Path(out_dir).absolute()),
         instructions=instructions,
+        execution=asdict(execution) if execution is not None else None,
     )
 
 
@@ -197,6 +206,7 @@ class EpisodeResult:
     wall_s: float = 0.0  # time this episode took in its worker (rollout only)
     worker: int = 0  # pid of the process that ran it
     policy: dict = field(default_factory=dict)  # {"type", "params"} of the policy that ran it
+    execution: dict = field(default_factory=dict)  # execution=...: boundary jerk, holds (vla/chunking.py ChunkTrace)
 
 
 def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) -> EpisodeResult:
@@ -215,11 +225,17 @@ def run_episode(env: Any, policy: Any, plan: EvalPlan, task: str, episode: int) 
         path = Path(plan.out_dir) / "videos" / f"{_slug(task)}_ep{episode:03d}{f'_w{job // plan.episodes}' if wording else ''}.mp4"
         video = Video(path, plan.env_cfg.get("fps"))
         subscribers.append(video)
-    r = rollout(env, policy, episode_spec(plan.env_cfg, task, episode, plan.seed, instruction=wording),
-                replan=plan.replan, subscribers=subscribers)
+    agent, trace = policy, None
+    if plan.execution:  # injected inference delay: the executor is the agent (vla/chunking.py)
+        from vla.chunking import executor_for
+
+        agent, trace = executor_for(policy, plan.execution, env, plan.replan)
+        subscribers.append(trace)
+    r = rollout(env, agent, episode_spec(plan.env_cfg, task, episode, plan.seed, instruction=wording),
+                replan=None if trace else plan.replan, subscribers=subscribers)
     return EpisodeResult(task, episode, r.seed, r.success, r.length, r.instruction, metrics.latency_ms,
                          metrics.stage_ms, metrics.visual_tokens, video.written if video else None, r.wall_s,
-                         os.getpid(), policy_info(policy))
+                         os.getpid(), policy_info(policy), trace.summary if trace else {})
 
 
 def policy_info(policy: Any) -> dict:
@@ -431,6 +447,7 @@ def summarize(plan: EvalPlan, results: list[EpisodeResult], wall_s: float, comma
             "stages_mean": {s: sum(r.stage_ms.get(s, 0.0) for r in results) / calls for s in stage_names},
         },
         "visual_tokens_mean": float(np.mean([r.visual_tokens for r in results])) if results else 0.0,
+        **({"execution": _execution_row(plan.execution, results)} if plan.execution else {}),
         "wall_s": round(wall_s, 2),
         "episodes_per_s": round(len(results) / max(wall_s, 1e-9), 3),
         "env_steps_per_s": round(steps / max(wall_s, 1e-9), 1),
@@ -458,6 +475,13 @@ def _row(task: str, results: list[EpisodeResult]) -> dict:
         "videos": [r.video for r in results if r.video] if task != "overall" else [],
         **({"wordings": _wordings(results)} if len({r.instruction for r in results}) > 1 and task != "overall" else {}),
     }
+
+
+def _execution_row(execution: dict, results: list[EpisodeResult]) -> dict:
+    """execution=...: the settings and the boundary jerk over all episodes (weighted by steps)."""
+    from vla.chunking import pool_jerk
+
+    return {**execution, **pool_jerk([r.execution for r in results])}
 
 
 def _wordings(results: list[EpisodeResult]) -> list[dict]:
@@ -502,6 +526,12 @@ def markdown(report: dict, rel_to: Path | None = None) -> str:
               f"throughput: {report['episodes_per_s']} episodes/s, {report['env_steps_per_s']} env steps/s "
               f"with num_envs={report['num_envs']} ({report['wall_s']} s; without start-up "
               f"{report['rollout_episodes_per_s']} episodes/s)"]
+    ex = report.get("execution")
+    if ex:
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(f"execution: {ex['mode']}, injected delay {ex['delay_ms']:g} ms ({ex.get('delay_steps')} steps); "
+                     f"action jerk |a[t+1]-2a[t]+a[t-1]| at chunk switches {fmt(ex.get('boundary'))} vs elsewhere "
+                     f"{fmt(ex.get('other'))}; hold steps per episode {ex.get('holds_per_episode', 0):.1f}")
     return "\n".join(lines)
 
 

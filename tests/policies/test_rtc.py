@@ -136,3 +136,38 @@ def test_rtc_request_carries_the_executing_prefix(tmp_path):
     assert out["skipped"] == 2
     np.testing.assert_allclose(out["actions"][:2], cur[i:i + 2])  # what ran during the delay
     assert np.abs(out["chunk"][:2] - cur[i:i + 2]).max() < 0.15  # the new chunk agrees with it (env units)
+
+
+def test_eval_with_zero_delay_executes_what_the_plain_loop_does():
+    """`vla eval execution=async delay_ms=0` runs the executor (vla/chunking.py) as the rollout agent: with no
+    delay it executes exactly the actions of the plain chunk loop (tests/vla/rollout_golden.json)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "vla"))
+    import rollout_cases
+
+    golden = json.loads(rollout_cases.GOLDEN.read_text())["eval_tiny"]
+    case = rollout_cases._eval(f"checkpoint={rollout_cases.TINY_CKPT}", "env=tabletop", "episodes=3",
+                               "tasks=[push_red_left]", "env.max_episode_steps=24", "execution=async", "delay_ms=0")
+    assert json.loads(json.dumps(case())) == golden
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["execution=fast"], "is not one of: sync, async, rtc"),
+    (["execution=async", "delay_ms=-5"], "delay_ms must be a number >= 0"),
+    (["delay_ms=100"], "needs execution=sync|async|rtc"),
+    (["execution=rtc"], "guides a flow-matching policy"),
+])
+def test_bad_execution_settings_are_named(tmp_path, overrides, message):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "vla"))
+    import rollout_cases
+    from vla.evaluate import make_plan
+
+    cfg = rollout_cases._compose("eval", ["checkpoint=expert", *overrides])
+    with pytest.raises(ValueError, match=message):
+        make_plan(cfg, tmp_path)
