@@ -165,7 +165,7 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
     instructions = eval_wordings(cfg.get("instruction"), cfg.get("instruction_file"), str(env_cfg.suite), tasks)
     from vla.chunking import parse_execution
 
-    execution = parse_execution(cfg.get("execution"), cfg.get("delay_ms", 0))
+    execution = parse_execution(cfg.get("execution"), cfg.get("delay_ms", 0), beta=cfg.get("rtc_beta"))
     if execution is not None and execution.mode == "rtc" and checkpoint in BASELINES:
         raise ValueError(f"execution=rtc guides a flow-matching policy; checkpoint={checkpoint} has none (use sync or async)")
     return EvalPlan(
