@@ -216,13 +216,23 @@ class ChunkExecutor:
         return {**out, "actions": np.stack(plan).astype(np.float32), "chunk": new, "skipped": k}
 
     def rtc_guide(self, cur: np.ndarray, index: int, executing: int):
-        """The RTCGuide for a request made at ``cur[index]``: ``cur[index:]`` aligned to the new chunk's
-        steps, its first ``executing`` actions pinned (they run during the delay), the rest soft."""
-        from policies.action_heads import RTCGuide
+        """The RTCGuide for a request made at ``cur[index]`` (:func:`rtc_guide`)."""
+        return rtc_guide(self._normalise, cur, index, executing, self.beta, self.soft_horizon)
 
-        target = self._normalise(cur[index:])
-        horizon = None if self.soft_horizon is None else executing + int(self.soft_horizon)
-        return RTCGuide(target, executing, horizon=horizon, beta=self.beta)
+
+def rtc_guide(normalise: Any, chunk: np.ndarray, index: int, executing: int, beta: float = 5.0,
+              soft_horizon: int | None = None):
+    """The ``RTCGuide`` for a chunk request made while ``chunk[index]`` is the next action to execute and
+    ``executing`` more of its actions will run before the new chunk arrives: ``chunk[index:]`` (env
+    units, normalised by ``normalise`` = :func:`action_normaliser`) aligned to the new chunk's steps,
+    the first ``executing`` pinned, the rest soft (over at most ``soft_horizon`` steps). Any runner with a
+    current chunk and an index (the ROS broker too) can build the request with this."""
+    from policies.action_heads import RTCGuide
+
+    executing = max(0, min(int(executing), len(chunk) - index))
+    target = normalise(chunk[index:])
+    horizon = None if soft_horizon is None else executing + int(soft_horizon)
+    return RTCGuide(target, executing, horizon=horizon, beta=beta)
 
 
 def executor_for(policy: Any, execution: Execution | dict, env: Any, replan: int | None = None) -> tuple[ChunkExecutor, ChunkTrace]:
