@@ -14,7 +14,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/
 	$$p -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 # On a robot with a sourced ROS 2 ($ROS_DISTRO set) the system rclpy is used: no ROS wheels.
 comma := ,
-EXTRAS ?= libero$(comma)aloha$(comma)metaworld$(if $(ROS_DISTRO),,$(comma)ros)$(comma)test
+EXTRAS ?= libero$(comma)aloha$(comma)metaworld$(if $(ROS_DISTRO),,$(comma)ros)$(comma)export$(comma)test
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1

@@ -200,8 +200,9 @@ class LanguageBackbone(nn.Module):
         positions = torch.arange(s, device=embeds.device).unsqueeze(0).expand(b, s)
         hidden, info = embeds, {"visual_tokens_in": int(visual_index.numel())}
         select_at = selector.layer if selector is not None else -1
-        # The prefix = the visual tokens and the instruction, which comes right after them.
-        prefix_len = int(instruction_index.max()) + 1 if self.bidirectional_prefix else 0
+        # The prefix = the visual tokens and the instruction, which comes right after them. Kept a
+        # tensor (not int()): an ONNX export (vla/export.py) then follows the instruction's length.
+        prefix_len = instruction_index.max() + 1 if self.bidirectional_prefix else 0
         mask, rope = self._mask_and_rope(hidden, positions, key_mask, prefix_len)
         attn_probs = None
         for i, layer in enumerate(self.lm.layers):
@@ -270,7 +271,7 @@ def use_eager_attention(attn: nn.Module) -> None:
 
 
 def _additive_mask(positions: torch.Tensor, key_mask: torch.Tensor, dtype: torch.dtype,
-                   prefix_len: int = 0) -> torch.Tensor:
+                   prefix_len: int | torch.Tensor = 0) -> torch.Tensor:
     """[B, 1, S, S] additive mask: key j visible to query i iff pos_j <= pos_i and j is not padding;
     with ``prefix_len`` = P, queries in the prefix (pos < P) also see every later prefix key."""
     horizon = positions.clamp(min=prefix_len - 1)  # how far each query sees

@@ -39,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "prune": Command("vla.prune:main", "prune", "EfficientVLA layer pruning of a checkpoint, calibrated on a dataset"),
     "probe": Command("vla.probe:main", "probe", "does a policy read its instruction? action change per swapped instruction/word"),
     "results": Command("vla.results:main", "results", "write docs/results.md from the committed eval reports in results/"),
+    "export": Command("vla.export:main", "export", "a checkpoint as ONNX (onnxruntime), verified against eager torch"),
     "serve": Command("vla.serve:main", "serve", "a checkpoint as a policy server: openpi websocket (openpi-client) or lerobot gRPC"),
 }
 
