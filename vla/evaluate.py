@@ -140,7 +140,7 @@ def make_plan(cfg: DictConfig, out_dir: str | Path) -> EvalPlan:
     env_cfg.tasks = "all"  # the task list below is the selection; validate names against the suite
     tasks = select_tasks(requested, task_names(env_cfg))
     checkpoint = str(cfg.checkpoint)
-    if checkpoint not in BASELINES:
+    if checkpoint not in BASELINES and not checkpoint.startswith(("ws://", "wss://")):  # a server: vla/remote.py
         from vla.runtime import VLA_TYPE, checkpoint_type
 
         path = Path(checkpoint).expanduser().absolute()
@@ -582,5 +582,5 @@ def main(cfg: DictConfig) -> dict:
         raise SystemExit(f"vla eval: error: {e}") from None
     try:
         return evaluate(cfg, hc.runtime.output_dir, reproduce_command(plan, list(hc.overrides.task)), plan)
-    except PolicyLoadError as e:
+    except (PolicyLoadError, ConnectionError) as e:  # ConnectionError: a policy server that is gone (vla/remote.py)
         raise SystemExit(f"vla eval: error: {e}") from None

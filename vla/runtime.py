@@ -449,6 +449,9 @@ def load_policy(checkpoint: str | Path, device: str = "cpu", accel: Any = None,
     (``UntrustedCheckpointError``) unless ``trust_checkpoint_code`` (default: the
     ``$VLA_TRUST_CHECKPOINT_CODE`` env var, set by `vla <command> trust_checkpoint_code=true`).
     """
+    if str(checkpoint).startswith(("ws://", "wss://")):  # a policy server (`vla serve`): vla/remote.py
+        from vla.remote import load_remote_policy
+        return load_remote_policy(str(checkpoint), device, accel, trust_checkpoint_code, **overrides)
     if (Path(checkpoint).expanduser() / "export.json").is_file():  # `vla export` (model.onnx): vla/onnx_policy.py
         from vla.onnx_policy import load_onnx_policy
         return load_onnx_policy(checkpoint, device, accel, trust_checkpoint_code, **overrides)
