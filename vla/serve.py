@@ -524,6 +524,9 @@ def main(cfg: Any) -> None:
     from vla.runtime import checkpoint_type, load_policy
 
     checkpoint = Path(str(cfg.checkpoint)).expanduser().absolute()
+    if not checkpoint.is_dir():
+        raise SystemExit(f"vla serve: error: checkpoint folder not found: '{checkpoint}' (pass checkpoint=<a folder "
+                         "saved by vla train or lerobot-train>)")
     try:
         checkpoint_type(checkpoint)
         if protocol == "lerobot":  # lerobot's server loads it when a client asks; its files are checked now
