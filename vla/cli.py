@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from vla.configs import CONFIG_DIR  # the one config directory
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ BENCHES: dict[str, Command] = {
     "policy": Command("vla.bench:main", "bench/policy", "every compressor side by side: success, FLOPs, latency, videos"),
     "env-speed": Command("sim.speed:main", "bench/env_speed", "env steps/s with cameras on/off"),
     "ros": Command("ros_nodes.bench:main", "bench/ros", "frame->action latency and action rate over the ROS 2 SIL loop"),
-}
     "rtc": Command("vla.bench.rtc:main", "bench/rtc", "success and chunk-boundary jerk: sync / async / RTC execution per inference delay"),
+}
 
 # `vla ros <name>`: the ROS 2 layer (ros_nodes/), each with configs/ros/<name>.yaml.
 ROS: dict[str, Command] = {
