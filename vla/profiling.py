@@ -3,6 +3,7 @@
     vla profile model=cpu                      every registered compressor, one row each
     vla profile model=cpu compressor=fastv     one method (its preset from configs/compressor/)
     vla profile model=tiny repeats=5 methods=[none,pool]
+    vla profile model=cpu accel=fast threads=1 'runtimes=[torch,onnx]'   eager torch vs onnxruntime, side by side
 
 A *policy call* is ``predict_action_chunk`` on one preprocessed observation (batch 1): vision
 tower -> compressor -> language backbone -> action head (all flow steps). Preprocessing (resize,
@@ -18,6 +19,10 @@ tokenize, normalise) is not included.
 - **Instruction** (``model.instruction.encoder=minilm``): the pretrained text encoder is its own stage
   ("instr ms": per step, served from its per-instruction cache; in brackets the cost of a new
   instruction, once per episode, ``instruction_uncached_ms``). Word-level policies have no such stage.
+
+- **Runtimes** (``runtimes=[torch,onnx]``, also ``compile`` = torch.compile): the same policies, batch and
+  noise run by each runtime (vla/export.py ``runtime_runners``), interleaved the same way; total
+  ms per call, the ratio to eager torch and the largest action difference from it.
 
 Python API (for benchmarks): ``profile_policies({name: policy}, batch, repeats)`` -> rows,
 ``profile_policy(policy, batch, repeats)`` -> one row, ``count_flops(policy, batch)``.
@@ -316,6 +321,69 @@ def format_table(rows: dict[str, dict[str, Any]], markdown: bool = False) -> str
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in body)])
 
 
+def compare_runtimes(policies: dict[str, Any], batches: dict[str, dict[str, Any]], runtimes: list[str],
+                     repeats: int = 20, warmup: int = 3, workdir: str | Path | None = None) -> dict[str, dict]:
+    """{"<name> / <runtime>": row}: total ms per call (median, IQR) of each policy in each runtime,
+    interleaved (each round calls every pair once, in a rotating order); ``vs_torch`` = torch's ms /
+    this runtime's ms (> 1 = faster), ``max_abs_diff`` = largest action difference from torch."""
+    import tempfile
+
+    import numpy as np
+
+    from vla.export import runtime_runners
+
+    runtimes = ["torch", *[r for r in runtimes if r != "torch"]]
+    tmp = tempfile.TemporaryDirectory(prefix="vla-profile-") if workdir is None else None
+    pairs, rows, refs = {}, {}, {}
+    for name, policy in policies.items():
+        runners = runtime_runners(policy, batches[name], _noise(policy), runtimes, workdir or tmp.name)
+        for rt, fn in runners.items():
+            key = f"{name} / {rt}"
+            rows[key] = {"policy": name, "runtime": rt}
+            if isinstance(fn, str):
+                rows[key]["error"] = fn
+                continue
+            out = fn()
+            refs.setdefault(name, out)
+            rows[key]["max_abs_diff"] = float(np.abs(out - refs[name]).max())
+            pairs[key] = fn
+    keys, times = list(pairs), {k: [] for k in pairs}
+    for r in range(warmup + repeats):
+        k = r % max(len(keys), 1)
+        for key in keys[k:] + keys[:k]:
+            t0 = time.perf_counter()
+            pairs[key]()
+            if r >= warmup:
+                times[key].append(time.perf_counter() - t0)
+    for key in keys:
+        rows[key]["total_ms"] = 1e3 * statistics.median(times[key])
+        rows[key]["iqr_ms"] = _iqr_ms(times[key])
+    for key, row in rows.items():
+        base = rows.get(f"{row['policy']} / torch", {})
+        if "total_ms" in row and "total_ms" in base:
+            row["vs_torch"] = base["total_ms"] / row["total_ms"]
+    if tmp is not None:
+        tmp.cleanup()
+    return rows
+
+
+def format_runtime_table(rows: dict[str, dict], markdown: bool = False) -> str:
+    header = ["policy", "runtime", "total ms", "±IQR", "vs torch", "max |Δ| vs torch"]
+    body = []
+    for r in rows.values():
+        if "error" in r:
+            body.append([r["policy"], r["runtime"], "-", "-", "-", r["error"][:120]])
+            continue
+        body.append([r["policy"], r["runtime"], f"{r['total_ms']:.2f}", f"{r['iqr_ms']:.2f}",
+                     f"{r.get('vs_torch', float('nan')):.2f}x", f"{r['max_abs_diff']:.1e}"])
+    if markdown:
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                          *("| " + " | ".join(b) + " |" for b in body)])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*b) for b in body)])
+
+
 # --------------------------------------------------------------------------------------------------
 # CLI (Hydra)
 # --------------------------------------------------------------------------------------------------
@@ -382,6 +450,9 @@ def main(cfg) -> dict[str, dict[str, Any]]:
         policies[name] = policy
         batches[name] = make_batch(policy, pre, instruction=cfg.instruction, seed=cfg.seed)
     rows = profile_policies(policies, batches, repeats=cfg.repeats, warmup=cfg.warmup)
+    runtimes = [str(r) for r in (cfg.get("runtimes") or ["torch"])]
+    compared = (compare_runtimes(policies, batches, runtimes, repeats=cfg.repeats, warmup=cfg.warmup)
+                if runtimes != ["torch"] else None)
 
     model_name = cfg.model.get("name", "model")
     title = (
@@ -394,8 +465,15 @@ def main(cfg) -> dict[str, dict[str, Any]]:
     out = _run_dir()
     out.mkdir(parents=True, exist_ok=True)
     meta = {"title": title, "command": command, "torch": torch.__version__, "threads": torch.get_num_threads()}
-    (out / "profile.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
-    (out / "profile.md").write_text(f"# {title}\n\n{format_table(rows, markdown=True)}\n\nReproduce: `{command}`\n")
+    extra_md = ""
+    if compared is not None:
+        print(f"\nruntimes, batch 1, {torch.get_num_threads()} thread(s), median of {cfg.repeats} interleaved calls:")
+        print(format_runtime_table(compared))
+        extra_md = f"\n\n## Runtimes\n\n{format_runtime_table(compared, markdown=True)}"
+    (out / "profile.json").write_text(json.dumps({"meta": meta, "rows": rows, **({"runtimes": compared} if compared
+                                                                                 else {})}, indent=2, default=str))
+    (out / "profile.md").write_text(f"# {title}\n\n{format_table(rows, markdown=True)}{extra_md}\n\n"
+                                    f"Reproduce: `{command}`\n")
     print(f"\nwrote {out / 'profile.json'} and {out / 'profile.md'}")
     print(f"reproduce: {command}")
     if accel is not None:

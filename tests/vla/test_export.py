@@ -161,3 +161,24 @@ def test_eval_runs_the_export_like_the_torch_checkpoint(exported, tmp_path):
     assert onnx_report["policy"]["type"] == "vla (onnxruntime)"
     assert onnx_report["tasks"][0]["success_rate"] == torch_report["tasks"][0]["success_rate"] == 1.0
     assert onnx_report["episodes"][0]["length"] == torch_report["episodes"][0]["length"]
+
+
+def test_profile_compares_runtimes_side_by_side(tmp_path):
+    """`vla profile runtimes=[torch,onnx]`: each policy in each runtime on the same batch and noise."""
+    from vla.checkpoint import build_policy
+    from vla.profiling import compare_runtimes, format_runtime_table, make_batch
+
+    torch.manual_seed(0)
+    model = {"name": "tiny", "chunk_size": 8, "n_action_steps": 4, "max_instruction_tokens": 16,
+             "vision": {"image_size": 64, "patch_size": 8, "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                        "intermediate_size": 64},
+             "backbone": {"type": "llama", "hidden_size": 64, "num_layers": 3, "num_heads": 2, "num_kv_heads": 1,
+                          "intermediate_size": 128},
+             "head": {"type": "flow", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_flow_steps": 3}}
+    policy, pre, _ = build_policy(model, {"name": "pool"})
+    rows = compare_runtimes({"pool": policy}, {"pool": make_batch(policy, pre)}, ["torch", "onnx"], repeats=2,
+                            warmup=1, workdir=tmp_path)
+    assert set(rows) == {"pool / torch", "pool / onnx"}
+    assert rows["pool / onnx"]["max_abs_diff"] < TOL and rows["pool / onnx"]["vs_torch"] > 0
+    assert rows["pool / torch"]["vs_torch"] == 1.0
+    assert "onnx" in format_runtime_table(rows) and format_runtime_table(rows, markdown=True).startswith("| policy")
