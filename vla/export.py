@@ -43,7 +43,6 @@ which is not a dependency. Batch size 1 (what the runtime serves).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -59,14 +58,19 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "onnx"
-FORMAT_VERSION = 1
-ONNX_FILE = "model.onnx"
-MANIFEST_FILE = "export.json"
+from vla.onnx_policy import (  # the folder format lives with its reader (a library module)
+    FORMAT,
+    FORMAT_VERSION,
+    KEPT_PREFIX,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    onnx_session,
+    sha256,
+)
+
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-4
 INPUT_NAMES = ("images", "state", "tokens", "token_mask", "noise")
-KEPT_PREFIX = "kept."
 # Copied from the checkpoint: every json/safetensors (config, fingerprint, weights, processor
 # pipelines and their state) and the training config.
 COPY_SUFFIXES = (".json", ".safetensors", ".yaml")
@@ -248,32 +252,6 @@ def _quiet_stdout():
 # --------------------------------------------------------------------------------------------------
 # onnxruntime
 # --------------------------------------------------------------------------------------------------
-def onnx_session(path: str | Path, threads: int | None = None, device: str = "cpu"):
-    """An onnxruntime session for ``path``: ``threads`` intra-op threads (default: torch's setting),
-    one inter-op thread, sequential execution; CPU, or CUDA when ``device`` is a cuda device."""
-    import onnxruntime as ort
-    import torch
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads or torch.get_num_threads())
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    # Idle pool threads must sleep, not spin: spinning ones starve torch's pre/post-processing (and
-    # anything else) on a small shared CPU, as OMP_WAIT_POLICY=PASSIVE does for torch (Makefile).
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CPUExecutionProvider"]
-    if str(device).startswith("cuda"):
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ValueError(f"device={device}: this onnxruntime has no CUDA provider "
-                             f"({', '.join(ort.get_available_providers())}); install onnxruntime-gpu or use device=cpu")
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        return ort.InferenceSession(str(path), so, providers=providers)
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own pybind types
-        raise ExportError(f"onnxruntime cannot load '{path}': {_first_line(e)}") from e
-
-
 def to_numpy_feed(inputs: dict[str, Any], session) -> dict[str, np.ndarray]:
     wanted = {i.name for i in session.get_inputs()}
     return {k: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
@@ -283,14 +261,6 @@ def to_numpy_feed(inputs: dict[str, Any], session) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 # Exporting a checkpoint folder
 # --------------------------------------------------------------------------------------------------
-def sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def example_observation(robot, instruction: str, seed: int = 0) -> dict[str, Any]:
     """A runtime obs dict for ``robot`` (vla/runtime.py format): random uint8 frames, a random state."""
     rng = np.random.default_rng(seed)
@@ -463,9 +433,8 @@ def verify(eager, folder: Path, instructions, seed: int, tolerance: float) -> di
 # CLI (Hydra)
 # --------------------------------------------------------------------------------------------------
 def main(cfg) -> dict[str, Any]:
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
-
-    from vla.profiling import _run_dir
 
     fmt = str(cfg.get("format") or "")
     if fmt != FORMAT:
@@ -474,7 +443,7 @@ def main(cfg) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(int(cfg.threads))
-    out = Path(cfg.out) if cfg.get("out") else _run_dir() / "onnx"
+    out = Path(cfg.out) if cfg.get("out") else Path(HydraConfig.get().runtime.output_dir) / "onnx"
     accel = cfg.get("accel")
     accel = OmegaConf.to_container(accel, resolve=True) if OmegaConf.is_config(accel) else accel
     instructions = tuple(cfg.get("instructions") or VERIFY_INSTRUCTIONS)
@@ -529,7 +498,7 @@ def runtime_runners(policy, batch: dict[str, Any], noise, runtimes, workdir: str
                 session = onnx_session(path)
                 feed = to_numpy_feed(inputs, session)
                 runners[rt] = lambda s=session, f=feed: s.run(None, f)[0]
-            except ExportError as e:
+            except (ExportError, ValueError) as e:  # not exportable / onnxruntime refuses the graph
                 runners[rt] = f"n/a: {e}"
         else:
             module = _graph_module(policy.model, list(policy.config.camera_keys), "noise" in inputs)

@@ -22,6 +22,7 @@ load-time override is ``n_action_steps``; acceleration presets are applied at ex
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -29,9 +30,49 @@ from typing import Any
 
 import numpy as np
 
-from vla.export import FORMAT, FORMAT_VERSION, KEPT_PREFIX, MANIFEST_FILE, onnx_session, sha256
+# The exported folder's format (vla/export.py writes it; read here).
+FORMAT = "onnx"
+FORMAT_VERSION = 1
+ONNX_FILE = "model.onnx"
+MANIFEST_FILE = "export.json"
+KEPT_PREFIX = "kept."  # graph outputs "kept.<camera>": the compressor's keep mask / soft assignment
 
-IMAGE_KEY_PREFIX = "observation.images."
+
+def onnx_session(path: str | Path, threads: int | None = None, device: str = "cpu"):
+    """An onnxruntime session for ``path``: ``threads`` intra-op threads (default: torch's setting),
+    one inter-op thread, sequential execution; CPU, or CUDA when ``device`` is a cuda device."""
+    import onnxruntime as ort
+    import torch
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads or torch.get_num_threads())
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    # Idle pool threads must sleep, not spin: spinning ones starve torch's pre/post-processing (and
+    # anything else) on a small shared CPU, as OMP_WAIT_POLICY=PASSIVE does for torch (Makefile).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = ["CPUExecutionProvider"]
+    if str(device).startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError(f"device={device}: this onnxruntime has no CUDA provider "
+                             f"({', '.join(ort.get_available_providers())}); install onnxruntime-gpu or use device=cpu")
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        return ort.InferenceSession(str(path), so, providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own pybind types
+        from policies.checkpoint_files import CheckpointError
+
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"onnxruntime cannot load '{path}': {first}") from e
+
+
+def sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def is_exported(folder: str | Path) -> bool:
@@ -95,7 +136,7 @@ class OnnxChunkPolicy:
 
         path = Path(folder).expanduser()
         self.manifest = read_manifest(path)
-        onnx_file = path / str(self.manifest.get("onnx_file") or "model.onnx")
+        onnx_file = path / str(self.manifest.get("onnx_file") or ONNX_FILE)
         if not onnx_file.is_file():
             raise FileNotFoundError(f"exported policy file not found: '{onnx_file}' (named by {MANIFEST_FILE})")
         expected = self.manifest.get("onnx_sha256")

@@ -19,10 +19,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("vla", "policies", "compressors", "sim", "ros_nodes")
 # Library -> command imports still to move, in files other engineers are changing right now:
-# the ROS policy node's FLOP count (vla.profiling.count_flops), the policy client's protocol
-# constants (vla.serve) and the ONNX policy's export format constants (vla.export). Remove an entry
-# when its import moves to a library module.
-PENDING = {("ros_nodes.policy_node", "vla.profiling"), ("vla.remote", "vla.serve"), ("vla.onnx_policy", "vla.export")}
+# the ROS policy node's FLOP count (vla.profiling.count_flops) and the policy client's protocol
+# constants (vla.serve). Remove an entry when its import moves to a library module.
+PENDING = {("ros_nodes.policy_node", "vla.profiling"), ("vla.remote", "vla.serve")}
 
 
 def _modules() -> dict[str, Path]:
