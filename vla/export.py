@@ -166,6 +166,9 @@ def export_graph(policy, inputs: dict[str, Any], path: str | Path, opset: int = 
     except torch.onnx.errors.UnsupportedOperatorError as e:
         raise _unsupported(e, module, args, opset) from None
     except Exception as e:  # noqa: BLE001 - tracer/exporter errors of every kind: named, with the cause
+        m = re.search(r"op for (aten::\w+)", str(e))  # the TorchScript exporter's internal assert on some ops
+        if m:
+            raise _unsupported(e, module, args, opset, op=m.group(1)) from None
         raise ExportError(f"torch.onnx could not export the policy (opset {opset}): {type(e).__name__}: "
                           f"{_first_line(e)}") from e
     return {
@@ -180,9 +183,9 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _unsupported(e: Exception, module, args, opset: int) -> UnsupportedOpError:
+def _unsupported(e: Exception, module, args, opset: int, op: str | None = None) -> UnsupportedOpError:
     m = re.search(r"operator '([\w:.]+)'", str(e))
-    op = m.group(1) if m else "?"
+    op = op or (m.group(1) if m else "?")
     where, cls, source = _locate_op(module, args, op)
     msg = f"cannot export this policy to ONNX: the op '{op}'"
     if where:
@@ -418,7 +421,12 @@ def verify(eager, folder: Path, instructions, seed: int, tolerance: float) -> di
         torch.manual_seed(seed + i)
         ref = eager.infer(obs)["actions"]
         torch.manual_seed(seed + i)
-        got = onnx_policy.infer(obs)["actions"]
+        try:
+            got = onnx_policy.infer(obs)["actions"]
+        except Exception as e:  # noqa: BLE001 - onnxruntime's own error types
+            raise ExportError(f"the exported graph does not run in onnxruntime on an observation with the instruction "
+                              f"{text!r}: {type(e).__name__}: {_first_line(e)} (a shape the tracer froze, or an op "
+                              "onnxruntime does not implement); refusing the export") from e
         diff = float(np.abs(ref - got).max())
         cases.append({"instruction": text, "max_abs_diff": diff})
         worst = max(worst, diff)
@@ -497,9 +505,10 @@ def runtime_runners(policy, batch: dict[str, Any], noise, runtimes, workdir: str
                 export_graph(policy, inputs, path, opset)
                 session = onnx_session(path)
                 feed = to_numpy_feed(inputs, session)
+                session.run(None, feed)  # a graph onnxruntime cannot run fails here, not in the timing
                 runners[rt] = lambda s=session, f=feed: s.run(None, f)[0]
-            except (ExportError, ValueError) as e:  # not exportable / onnxruntime refuses the graph
-                runners[rt] = f"n/a: {e}"
+            except Exception as e:  # noqa: BLE001 - not exportable / onnxruntime refuses or fails the graph
+                runners[rt] = f"n/a: {type(e).__name__}: {_first_line(e)}"
         else:
             module = _graph_module(policy.model, list(policy.config.camera_keys), "noise" in inputs)
             args = tuple(inputs[n] for n in names)
