@@ -3,12 +3,13 @@ dict in, action chunk out"). Anything that acts implements ``ChunkPolicy``: a tr
 scripted expert, a remote server. Runners (gym loops, ROS nodes, benchmarks) depend only on this.
 
     obs = {
-        "images": {"agentview": uint8 [H, W, 3], "wrist": uint8 [H, W, 3]},   # RGB, upright
-        "state": float32 [8],                                                # sim/spaces.py
+        "images": {<camera>: uint8 [H, W, 3], ...},   # RGB, upright; the robot's cameras
+        "state": float32 [S],                         # the robot's state
         "instruction": str,
     }
     out = policy.infer(obs)
-    out["actions"]        float32 [H, 7]  action chunk in the env's action units, H >= 1
+    out["actions"]        float32 [H, A]  action chunk in the robot's action units, H >= 1, inside
+                          its limits (``policy.embodiment``: policies/embodiment.py)
     out["timing_ms"]      dict stage -> milliseconds for this call (may be empty)
     out["visual_tokens"]  int, visual tokens that entered the language backbone (0 if none)
     out["keep_masks"]     dict camera -> float32 [h, w] in [0, 1] (which patches were kept/merged),
@@ -172,7 +173,7 @@ class RandomPolicy:
 
 def obs_to_batch(obs: dict[str, Any], camera_keys: list[str]) -> dict[str, Any]:
     """Runtime obs dict -> the un-preprocessed lerobot frame the saved preprocessors expect:
-    ``observation.images.<cam>`` float [3, H, W] in [0, 1], ``observation.state`` float [8], ``task``.
+    ``observation.images.<cam>`` float [3, H, W] in [0, 1], ``observation.state`` float [S], ``task``.
 
     Checks only what it converts (uint8 [H, W, 3] images, a state); the policy's preprocessor checks
     the rest (the VLA one rejects NaN state, empty instructions, wrong image sizes).
@@ -194,7 +195,7 @@ def obs_to_batch(obs: dict[str, Any], camera_keys: list[str]) -> dict[str, Any]:
             )
         batch[key] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
     if "state" not in obs:
-        raise ValueError("obs has no 'state' (float32 [8], see sim/spaces.py)")
+        raise ValueError("obs has no 'state' (float32 [S], the robot's state vector)")
     batch["observation.state"] = torch.as_tensor(np.asarray(obs["state"], dtype=np.float32))
     batch["task"] = obs.get("instruction")
     return batch
@@ -281,9 +282,9 @@ class VLAChunkPolicy(_ProcessedChunkPolicy):
 
     def _predict(self, batch: dict[str, Any], timing: dict[str, float], rtc: Any = None) -> Any:
         kwargs = {"stage": _StageTimer(timing)} if self._stage_hook else {}
-        return self.policy.predict_action_chunk(batch, **kwargs)
         if rtc is not None:  # policies.action_heads.RTCGuide (vla/chunking.py)
             kwargs["rtc"] = rtc
+        return self.policy.predict_action_chunk(batch, **kwargs)
 
     def _compression(self) -> tuple[int, dict[str, np.ndarray]]:
         """Visual token count and per-camera keep masks of the last call (policy.last_compression)."""
