@@ -303,13 +303,14 @@ class SimBridgeParams:
     env_overrides: str = param("", "env config overrides, 'key=value key=value'")
     task: str = param("", "task name ('' = the suite's first task)")
     episode_index: int = param(0, "layout / init-state index of the first episode (then +1 per reset)")
-    rate_hz: float = param(30.0, "sim steps and camera/state publish rate")
+    rate_hz: float = param(30.0, "the sim period: with no command for command_timeout_periods of it, a hold "
+                           "step (otherwise the sim steps on each command as it arrives)")
     start_on_launch: bool = param(True, "start the first episode at launch")
     wait_for_policy: bool = param(True, "start the first episode only once a command publisher (the "
                                   "policy node, after loading its checkpoint) is seen on delta_topic")
     auto_reset: bool = param(False, "start the next episode when one ends")
-    command_timeout_periods: float = param(2.0, "a delta command older than this many sim periods is "
-                                           "dropped (the arm holds: zero delta, gripper kept)")
+    command_timeout_periods: float = param(2.0, "no delta command for this many sim periods -> a hold step "
+                                           "(zero delta, gripper kept); every command is applied once, on arrival")
     camera_topic_prefix: str = param("/vla/camera", "publishes <prefix>/<camera>/image_raw")
     ee_pose_topic: str = param("/vla/ee_pose", "geometry_msgs/PoseStamped")
     joint_state_topic: str = param("/vla/joint_states", "sensor_msgs/JointState (gripper fingers)")

@@ -1,12 +1,19 @@
 """Sim bridge node: a `sim/` env (tabletop or LIBERO, via sim.factory) behind robot-like topics.
 
-Every sim period (rate_hz), on its own thread (MuJoCo's GL context belongs to the thread that made
-it), it applies the oldest pending delta-EEF command (FIFO, so a command that arrives a little early
-or late is still applied exactly once; commands older than command_timeout_periods are dropped),
-steps the env, and publishes cameras + state. With no pending
-command the arm holds: zero delta, last gripper command. It does not step between episodes, and
-(wait_for_policy) starts the first one only once a command publisher exists, so a policy node that
-spends a minute loading its checkpoint does not miss the episode.
+The sim steps once per delta-EEF command, when it arrives (on its own thread: MuJoCo's GL context
+belongs to the thread that made it), in arrival order, each command exactly once, then publishes
+cameras + state: the command is the robot's clock, like a servo driver that acts on every message.
+So the observation that follows a command always shows it, and the policy node's chunk alignment
+(which counts the actions served since its request) matches what the arm executed. (Before: the
+sim stepped on a 30 Hz clock of its own and took the oldest queued command; against the policy's
+own 30 Hz clock that added 0 or 1 period of actuation delay depending on the phase between the two
+clocks, fixed per bringup, and dropped queued commands when the sim fell behind: the new chunk then
+started one or more actions off the state it was planned from, and some bringups failed episodes
+that `vla eval` succeeds.) With no command for command_timeout_periods sim periods (rate_hz) the
+arm holds: a step with zero delta and the last gripper command, so the world goes on if the policy
+stalls. It does not step between episodes, and (wait_for_policy) starts the first one only once a
+command publisher exists, so a policy node that spends a minute loading its checkpoint does not
+miss the episode.
 
 Topics (defaults; parameters in configs/ros/sim_bridge_node.yaml):
   pub /vla/camera/<cam>/image_raw  sensor_msgs/Image rgb8, sensor-data QoS (cam: agentview, wrist)
@@ -56,6 +63,8 @@ from ros_nodes.standalone import run_standalone
 from ros_nodes.params import ParamError, SimBridgeParams, declare
 from ros_nodes.policy_node import LATCHED
 
+MAX_PENDING_COMMANDS = 64  # commands queued while the sim thread is stalled (then the oldest go)
+
 
 def load_env_config(env: str, overrides: str = ""):
     """An env config by name (configs/env/<name>.yaml) or path, with 'key=value' overrides."""
@@ -98,7 +107,9 @@ class SimBridgeNode(Node):
                       "commands_rejected": 0, "resets": 0, "reset_failures": 0}
         self.last_reset_error = ""  # of the newest reset request, "" once one succeeds
         self.log_limiter = LogLimiter(p.log_interval_s)
-        self._commands: deque[tuple[np.ndarray, float]] = deque(maxlen=4)
+        # Commands waiting for the sim thread (it steps on each one; only a stalled sim fills this).
+        self._commands: deque[np.ndarray] = deque()
+        self._command_arrived = threading.Event()
         self._gripper = -1.0
         self._episode_t0 = 0.0
 
@@ -133,7 +144,11 @@ class SimBridgeNode(Node):
         if not np.all(np.isfinite(delta)):
             self._reject_command("non-finite delta command")
             return
-        self._commands.append((np.clip(delta, -1.0, 1.0), time.monotonic()))
+        if len(self._commands) >= MAX_PENDING_COMMANDS:  # the sim thread is stuck: keep the newest
+            self._commands.popleft()
+            self.stats["commands_dropped"] += 1
+        self._commands.append(np.clip(delta, -1.0, 1.0))
+        self._command_arrived.set()
 
     def _on_gripper(self, msg: Float64) -> None:
         if not np.isfinite(msg.data):
@@ -146,18 +161,17 @@ class SimBridgeNode(Node):
         if (line := self.log_limiter.allow(f"command.{why}", f"rejecting {why}; the arm holds")) is not None:
             self.get_logger().warning(line)
 
-    def _next_command(self, now: float) -> np.ndarray | None:
-        max_age = self.p.command_timeout_periods * self.p.period
-        while self._commands:
-            delta, received = self._commands.popleft()
-            if now - received <= max_age:
-                return delta
-            self.stats["commands_dropped"] += 1
-        return None
+    def _next_command(self) -> np.ndarray | None:
+        """The oldest command not applied yet, or None."""
+        try:
+            return self._commands.popleft()
+        except IndexError:
+            return None
 
     # -------------------------------------------------------------------------------- episodes
     def _on_reset(self, msg: String) -> None:
         self._resets.put(msg.data.strip() or self.task)
+        self._command_arrived.set()  # the sim thread takes it now, not after a command timeout
 
     def _sim_loop(self) -> None:
         """The only thread that touches the env: MuJoCo's EGL context belongs to its creating thread.
@@ -186,17 +200,22 @@ class SimBridgeNode(Node):
                 while not self._stopping.is_set() and self.count_publishers(self.p.delta_topic) == 0:
                     self._stopping.wait(0.1)
             self._resets.put(self.task)
-        next_t = time.monotonic()
+        timeout = self.p.command_timeout_periods * self.p.period
         while not self._stopping.is_set():
             while not self._resets.empty():
                 self._try_reset(self._resets.get_nowait())
-            if self.running:
+            if not self.running:
+                self._stopping.wait(self.p.period)
+                continue
+            # Step on the next command as soon as it arrives; a hold step after `timeout` without one.
+            if not self._commands:
+                self._command_arrived.clear()
+                if not self._commands:  # one may have arrived before the clear
+                    self._command_arrived.wait(timeout)
+            if self._stopping.is_set():
+                break
+            if self._resets.empty():  # a reset that came in while waiting goes first
                 self._step()
-            next_t += self.p.period
-            delay = next_t - time.monotonic()
-            if delay < -self.p.period:  # fell behind (slow render): do not try to catch up in a burst
-                next_t, delay = time.monotonic(), 0.0
-            self._stopping.wait(max(0.0, delay))
 
     def _try_reset(self, task: str) -> None:
         """A reset request from the topic: refused (logged, in diagnostics) if it fails, never fatal."""
@@ -241,7 +260,7 @@ class SimBridgeNode(Node):
 
     def _step(self) -> None:
         with self.lock:
-            delta = self._next_command(time.monotonic())
+            delta = self._next_command()
             if delta is None:
                 delta = np.zeros(6, dtype=np.float32)
                 self.stats["hold_steps"] += 1
