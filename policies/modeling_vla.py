@@ -16,8 +16,8 @@
 ```
 
 "Visual tokens entering the backbone" = ΣM (after pre-LM compression); in-LM methods report the
-count after their layer as ``visual_tokens_after``. The keep masks of the last call are kept on
-``policy.last_compression`` for overlays.
+count after their layer as ``visual_tokens_after``; ``predict_action_chunk_with_info`` returns
+them, and the keep masks, with the actions.
 
 Batches come from ``processor_vla`` (images float [0, 1] channel-first, normalised state, token
 ids + mask). ``forward`` returns (loss, logs); ``predict_action_chunk`` returns a normalised chunk
@@ -83,7 +83,6 @@ class VLAPolicy(PreTrainedPolicy):
         self.config: VLAConfig = config
         self.model = VLAModel(config, load_pretrained_parts=load_pretrained_parts)
         self.model.to(TORCH_DTYPES[config.dtype])
-        self.last_compression: dict[str, Any] | None = None
         self.reset()
 
     # --- lerobot API -----------------------------------------------------------------------------
@@ -104,7 +103,6 @@ class VLAPolicy(PreTrainedPolicy):
             )
         cond, info = self.model.encode(inputs)
         per_sample = self.model.head.loss(cond, actions, batch.get(ACTION_IS_PAD))
-        self._record(info)
         logs = {"loss": float(per_sample.mean().detach()), "visual_tokens": info["visual_tokens_in"]}
         if self.model.keypose_head is not None and KEYPOSE in batch:
             keypose = self.keypose_loss(cond, batch[KEYPOSE])
@@ -144,13 +142,25 @@ class VLAPolicy(PreTrainedPolicy):
         ``policies.action_heads.RTCGuide`` (real-time chunking: the flow sampling is guided to agree
         with the executing prefix of the previous chunk, normalised); None = unguided, unchanged.
         """
+        return self.predict_action_chunk_with_info(batch, noise=noise, stage=stage, rtc=rtc)[0]
+
+    @torch.no_grad()
+    def predict_action_chunk_with_info(self, batch: dict[str, Any], noise: Tensor | None = None, stage=None,
+                                       rtc=None) -> tuple[Tensor, dict[str, Any]]:
+        """``predict_action_chunk`` plus what the compression did in this call, returned with the
+        actions (no state kept on the policy): ``{"visual_tokens_in": int, "visual_tokens_after":
+        int, "kept": {camera key: [B, N] bool | [B, N, M] float}}`` (vla/overlay.py draws ``kept``)."""
         stage = stage or _no_stage
         inputs = self._inputs(batch)
         cond, info = self.model.encode(inputs, stage=stage)
         with stage("action_head"):
             actions = self.model.head.sample(cond, noise) if rtc is None else self.model.head.sample(cond, noise, rtc=rtc)
-        self._record(info)
-        return actions.float()
+        compression = {
+            "visual_tokens_in": info["visual_tokens_in"],
+            "visual_tokens_after": info["visual_tokens_after"],
+            "kept": {k: v.detach() for k, v in info["kept"].items()},
+        }
+        return actions.float(), compression
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Any], noise: Tensor | None = None, **_) -> Tensor:
@@ -188,13 +198,6 @@ class VLAPolicy(PreTrainedPolicy):
             "state": batch[OBS_STATE].to(device, self._dtype),
             "tokens": batch[OBS_LANGUAGE_TOKENS].to(device).long(),
             "token_mask": batch[OBS_LANGUAGE_ATTENTION_MASK].to(device).bool(),
-        }
-
-    def _record(self, info: dict) -> None:
-        self.last_compression = {
-            "visual_tokens_in": info["visual_tokens_in"],
-            "visual_tokens_after": info["visual_tokens_after"],
-            "kept": {k: v.detach() for k, v in info["kept"].items()},
         }
 
     # --- checkpoints -----------------------------------------------------------------------------

@@ -325,7 +325,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
     noise = torch.randn(1, cfg.chunk_size, cfg.action_dim, generator=g)
     inputs = graph_inputs(policy, batch, noise)
     with torch.inference_mode():
-        policy.predict_action_chunk(batch, noise=noise)  # fills last_compression (token counts) for the manifest
+        _, compression = policy.predict_action_chunk_with_info(batch, noise=noise)  # token counts for the manifest
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -343,7 +343,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
             save_checkpoint(staging, policy, eager.preprocessor, eager.postprocessor)
             if (src / "train_config.yaml").is_file():
                 shutil.copy2(src / "train_config.yaml", staging / "train_config.yaml")
-        manifest = _manifest(src, eager, graph, opset, spec)
+        manifest = _manifest(src, eager, graph, opset, spec, compression)
         manifest["onnx_sha256"] = sha256(staging / ONNX_FILE)
         _write_manifest(staging, manifest)
         manifest["verification"] = verify(eager, staging, instructions, seed, tolerance)
@@ -365,7 +365,7 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
 
 
-def _manifest(src: Path, eager, graph: dict, opset: int, spec) -> dict[str, Any]:
+def _manifest(src: Path, eager, graph: dict, opset: int, spec, compression: dict) -> dict[str, Any]:
     import onnx
     import onnxruntime
     import torch
@@ -374,7 +374,7 @@ def _manifest(src: Path, eager, graph: dict, opset: int, spec) -> dict[str, Any]
     cfg = policy.config
     fp_file = src / "fingerprint.json"
     fp = json.loads(fp_file.read_text()) if fp_file.is_file() else {}
-    info = policy.last_compression or {}
+    info = compression
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -1,6 +1,6 @@
 """Keep/merge overlays: which image patches a compressor kept, drawn over the camera image.
 
-    masks = policy.last_compression["kept"]                  # per camera: [B, N] bool or [B, N, M] float
+    masks = policy.infer(obs)["compression"]["kept"]         # per camera: [B, N] bool or [B, N, M] float
     frame = draw_overlay(image_uint8_hw3, masks[key][0], grid=(16, 16))
 
 How each patch (one cell of the camera's h x w token grid, scaled to the image) is drawn:

@@ -202,7 +202,7 @@ def profile_policies(
         pol.eval()
         row = _describe(pol)
         row["flops"] = count_flops(pol, batch_of[name])
-        info = pol.last_compression
+        _, info = pol.predict_action_chunk_with_info(batch_of[name], noise=_noise(pol))
         row["visual_tokens"] = info["visual_tokens_in"]
         row["visual_tokens_after"] = info["visual_tokens_after"]
         rows[name] = row

@@ -283,12 +283,11 @@ class KeepMasks(Subscriber):
     """Per policy call: the camera images, the compressor's keep masks and the visual token counts
     (in -> after compression), for the keep-mask overlay video (vla/overlay.py)."""
 
-    def __init__(self, model: Any) -> None:
-        self.model = model  # the policy module that exposes ``last_compression``
+    def __init__(self) -> None:
         self.calls: list[tuple[dict, dict, Any, Any]] = []
 
     def on_infer(self, ctx: Context, obs: dict, out: dict, ms: float) -> None:
-        info = getattr(self.model, "last_compression", None) or {}
+        info = out.get("compression") or {}  # returned with the actions (vla.runtime.VLAChunkPolicy)
         kept = {k: v[0].detach().cpu() for k, v in (info.get("kept") or {}).items()}
         images = {cam: np.asarray(img).copy() for cam, img in obs["pixels"].items()}
         self.calls.append((images, kept, info.get("visual_tokens_in"), info.get("visual_tokens_after")))

@@ -226,10 +226,11 @@ class _ProcessedChunkPolicy:
     def _preprocess(self, obs: dict[str, Any]) -> dict[str, Any]:
         return self.preprocessor(self._batch(obs))
 
-    def _predict(self, batch: dict[str, Any], timing: dict[str, float]) -> Any:
-        return self.policy.predict_action_chunk(batch)
+    def _predict(self, batch: dict[str, Any], timing: dict[str, float]) -> tuple[Any, dict | None]:
+        """(normalised chunk, what the compression did: None for policies without visual tokens)."""
+        return self.policy.predict_action_chunk(batch), None
 
-    def _compression(self) -> tuple[int, dict[str, np.ndarray]]:
+    def _compression(self, info: dict | None) -> tuple[int, dict[str, np.ndarray]]:
         return 0, {}
 
     def infer(self, obs: dict[str, Any], rtc: Any = None) -> dict[str, Any]:
@@ -241,7 +242,7 @@ class _ProcessedChunkPolicy:
         with torch.inference_mode():
             batch = self._preprocess(obs)
             t1 = time.perf_counter()
-            chunk = self._predict(batch, timing) if rtc is None else self._predict(batch, timing, rtc=rtc)
+            chunk, compression = self._predict(batch, timing) if rtc is None else self._predict(batch, timing, rtc=rtc)
             t2 = time.perf_counter()
             chunk = self.postprocessor(chunk)
         t3 = time.perf_counter()
@@ -249,12 +250,13 @@ class _ProcessedChunkPolicy:
         actions = chunk.detach().float().cpu().numpy()
         if actions.ndim == 3:
             actions = actions[0]
-        tokens, masks = self._compression()
+        tokens, masks = self._compression(compression)
         return {
             "actions": check_actions(actions, self.embodiment, source=f"policy '{self.checkpoint}'"),
             "timing_ms": timing,
             "visual_tokens": tokens,
             "keep_masks": masks,
+            "compression": compression,  # raw (kept per camera: [B, N] | [B, N, M]), for overlays; None if none
         }
 
 
@@ -280,15 +282,15 @@ class VLAChunkPolicy(_ProcessedChunkPolicy):
         params = inspect.signature(policy.predict_action_chunk).parameters
         self._stage_hook = "stage" in params
 
-    def _predict(self, batch: dict[str, Any], timing: dict[str, float], rtc: Any = None) -> Any:
+    def _predict(self, batch: dict[str, Any], timing: dict[str, float], rtc: Any = None) -> tuple[Any, dict]:
         kwargs = {"stage": _StageTimer(timing)} if self._stage_hook else {}
         if rtc is not None:  # policies.action_heads.RTCGuide (vla/chunking.py)
             kwargs["rtc"] = rtc
-        return self.policy.predict_action_chunk(batch, **kwargs)
+        return self.policy.predict_action_chunk_with_info(batch, **kwargs)
 
-    def _compression(self) -> tuple[int, dict[str, np.ndarray]]:
-        """Visual token count and per-camera keep masks of the last call (policy.last_compression)."""
-        info = getattr(self.policy, "last_compression", None) or {}
+    def _compression(self, info: dict | None) -> tuple[int, dict[str, np.ndarray]]:
+        """Visual token count and per-camera keep masks ([h, w] in [0, 1]) of this call."""
+        info = info or {}
         tokens = int(info.get("visual_tokens_in") or 0)
         h, w = self.grid
         masks = {}

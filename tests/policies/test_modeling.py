@@ -14,9 +14,9 @@ from lerobot.utils.constants import ACTION
 def test_tokens_entering_backbone_match_output_tokens(method):
     policy = tiny_policy(method)
     comp, grid = policy.model.compressor, policy.model.grid
-    chunk = policy.predict_action_chunk(fake_batch(policy.config, with_action=False), noise=noise_for(policy.config))
+    chunk, info = policy.predict_action_chunk_with_info(fake_batch(policy.config, with_action=False),
+                                                        noise=noise_for(policy.config))
     assert chunk.shape == (2, policy.config.chunk_size, 7) and torch.isfinite(chunk).all()
-    info = policy.last_compression
     assert info["visual_tokens_in"] == 2 * comp.output_tokens(grid)
     if comp.stage == "in_lm":
         assert info["visual_tokens_in"] == 2 * grid[0] * grid[1]
@@ -36,9 +36,9 @@ def test_in_lm_selection_keeping_everything_equals_no_compression():
     none, keep_all = tiny_policy("none"), tiny_policy({"name": "fastv", "layer": 2, "ratio": 0.0})
     keep_all.load_state_dict(none.state_dict())
     batch, noise = fake_batch(none.config, with_action=False), noise_for(none.config)
-    torch.testing.assert_close(keep_all.predict_action_chunk(batch, noise=noise),
-                               none.predict_action_chunk(batch, noise=noise), rtol=1e-4, atol=1e-5)
-    assert keep_all.last_compression["visual_tokens_after"] == 512
+    kept_chunk, info = keep_all.predict_action_chunk_with_info(batch, noise=noise)
+    torch.testing.assert_close(kept_chunk, none.predict_action_chunk(batch, noise=noise), rtol=1e-4, atol=1e-5)
+    assert info["visual_tokens_after"] == 512
 
 
 def test_in_lm_selection_keeps_original_positions():

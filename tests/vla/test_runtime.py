@@ -74,14 +74,14 @@ def test_bad_observations_are_clear_errors(policy, change, match):
 
 
 def test_non_finite_actions_raise_never_returned(policy, monkeypatch):
-    real = policy.policy.predict_action_chunk
+    real = policy.policy.predict_action_chunk_with_info
 
     def nan_chunk(batch, **kw):
-        out = real(batch, **kw)
+        out, info = real(batch, **kw)
         out[0, 2, 1] = float("nan")
-        return out
+        return out, info
 
-    monkeypatch.setattr(policy.policy, "predict_action_chunk", nan_chunk)
+    monkeypatch.setattr(policy.policy, "predict_action_chunk_with_info", nan_chunk)
     with pytest.raises(FloatingPointError, match="non-finite"):
         policy.infer(make_obs())
 

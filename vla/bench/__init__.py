@@ -166,7 +166,7 @@ def overlay_video(cfg: DictConfig, env_cfg: dict, task: str, p: M.Prepared, out:
 
     short = {**env_cfg, "split": cfg.split, "max_episode_steps": int(cfg.video_steps)}
     policy = VLAChunkPolicy(p.policy, p.preprocessor, p.postprocessor, checkpoint=p.name)
-    masks = KeepMasks(p.policy)
+    masks = KeepMasks()
     env = make_env(OmegaConf.create(short), task, cameras=True)
     try:
         result = run_episode(env, policy, episode_spec(short, task, 0, int(cfg.seed)), replan=cfg.replan,
