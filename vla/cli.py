@@ -123,6 +123,10 @@ def run(command: Command, overrides: list[str]) -> None:
     import hydra
 
     import vla.run_dir  # noqa: F401  (the resolver and callback configs/hydra/default.yaml names)
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("vla_config_dir"):  # configs/bench/*.yaml search configs/ through it
+        OmegaConf.register_new_resolver("vla_config_dir", lambda: str(CONFIG_DIR))
 
     module_name, func_name = command.target.split(":")
     config_path = str(CONFIG_DIR / Path(command.config).parent)

@@ -100,3 +100,23 @@ def test_sil_runs_a_vla_checkpoint_with_the_accel_preset(tmp_path):
     assert "accel=fast" in out and "removed layers" in out, out[-4000:]
     assert stats["inference_failures"] == 0
     assert stats["chunks"] >= 5 and stats["commands"] >= 60  # ~8 s at 30 Hz, after model start-up
+
+
+def test_bench_ros_reports_first_attempt_success_and_kills_its_hogs(tmp_path):
+    """`vla bench ros`: N bringups (here 1) of the trained checkpoint, first attempt each, with CPU hogs
+    beside it that it starts and kills by PID; the report has the success count, rate and load."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "vla.cli", "bench", "ros", "episodes=1", "hogs=1", f"domain_id={DOMAIN}",
+         f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=240,
+        env={**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "ros.json").read_text())
+    print({k: report[k] for k in ("first_attempt_successes", "bringups", "action_topic", "load_avg")})
+    assert report["bringups"] == 1 and len(report["episodes"]) == 1 and report["hogs"] == 1
+    assert report["episodes"][0]["reset_options"] == {"layout": 0, "split": "train"}  # vla eval's episode 0
+    assert report["action_topic"]["rate_hz_median"] > 20  # 30 Hz target
+    for pid in report["hog_pids"]:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert "first-attempt success (bringups)" in (tmp_path / "ros.md").read_text()
