@@ -119,21 +119,26 @@ def test_vla_train_on_a_robot_dataset_with_only_its_path(which, cameras, dim, re
     assert np.abs(actions).max() > 1.5  # joint targets in degrees survive (the old check clipped to 1)
 
 
-def test_lerobot_train_policy_type_vla_on_the_so100_dataset(so100_dataset, tmp_path):
+@pytest.mark.parametrize("which, cameras, dim", [
+    ("so100_dataset", {"front": (480, 640), "wrist": (480, 640)}, 6),
+    ("bimanual_dataset", {"top": (120, 160)}, 14),
+])
+def test_lerobot_train_policy_type_vla_with_only_the_dataset(which, cameras, dim, request, tmp_path):
     from vla.runtime import load_policy
 
+    dataset = request.getfixturevalue(which)
     out = tmp_path / "train"
     proc = lerobot_train(
-        "--policy.type=vla", "--dataset.repo_id=local/my_robot", f"--dataset.root={so100_dataset}",
+        "--policy.type=vla", "--dataset.repo_id=local/my_robot", f"--dataset.root={dataset}",
         "--steps=4", "--batch_size=2", "--num_workers=0", "--save_freq=4", "--log_freq=1",
         "--wandb.enable=false", "--policy.push_to_hub=false", "--policy.device=cpu", f"--output_dir={out}",
         *TINY_FLAGS, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     policy = load_policy(out / "checkpoints" / "last" / "pretrained_model")
-    assert policy.camera_keys == ["observation.images.front", "observation.images.wrist"]
-    actions = policy.infer(robot_obs({"front": (480, 640), "wrist": (480, 640)}, 6))["actions"]
-    assert actions.shape == (8, 6) and np.all(np.isfinite(actions))
+    assert policy.camera_keys == [f"observation.images.{c}" for c in cameras]
+    actions = policy.infer(robot_obs(cameras, dim))["actions"]
+    assert actions.shape == (8, dim) and np.all(np.isfinite(actions))
 
 
 def test_a_policy_for_another_robot_is_refused_naming_the_fields(so100_dataset, tmp_path):
