@@ -198,6 +198,8 @@ def train_step(run: Run, batch: dict[str, Any], step: int) -> dict[str, float]:
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()
+    if run.acc.num_processes > 1:  # log the step's loss over every rank's samples, as one process would
+        loss = run.acc.reduce(loss.detach(), reduction="mean")
     return {"loss": float(loss.detach()), **{k: v for k, v in logs.items() if k.endswith("_loss")}}
 
 
