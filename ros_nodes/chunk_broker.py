@@ -12,6 +12,9 @@ The current chunk keeps being served while the next one is inferred (openpi / Sm
 With ``align=True`` a delivered chunk drops the actions that were served from the previous chunk
 since the request was made: action 0 of the new chunk belongs to the observation time, and the
 robot has already moved on by that many steps. At least the last action is always kept.
+With ``sync=True`` nothing is served while a request is in flight (the caller holds: stop-and-go,
+as `vla eval` runs chunks), so a new chunk always starts at its first action, planned from the
+state the robot is still in.
 ``reset`` (new episode, new instruction, input loss) drops the chunk and orphans any request in
 flight, whose late ``deliver`` is then ignored.
 """
@@ -25,10 +28,10 @@ import numpy as np
 
 
 class ChunkBroker:
-    def __init__(self, replan_remaining: int = 0, align: bool = True):
+    def __init__(self, replan_remaining: int = 0, align: bool = True, sync: bool = False):
         if replan_remaining < 0:
             raise ValueError(f"replan_remaining must be >= 0, got {replan_remaining}")
-        self.replan_remaining, self.align = replan_remaining, align
+        self.replan_remaining, self.align, self.sync = replan_remaining, align, sync
         self._lock = threading.Lock()
         self._generation = 0
         self.reset()
@@ -81,7 +84,7 @@ class ChunkBroker:
     def tick(self) -> tuple[np.ndarray | None, dict[str, Any] | None]:
         """Pop the next action. ``meta`` is returned with the first action of each chunk only."""
         with self._lock:
-            if self._remaining() <= 0:
+            if self._remaining() <= 0 or (self.sync and self._in_flight is not None):
                 return None, None
             action = self._chunk[self._index]
             self._index += 1

@@ -102,6 +102,9 @@ class PolicyNodeParams:
     control_rate_hz: float = param(30.0, "command publish rate")
     replan_remaining: int = param(2, "request the next chunk when this many actions remain")
     align_chunks: bool = param(True, "drop the actions of a new chunk that the robot already lived through")
+    chunk_execution: str = param("async", "async: the current chunk keeps executing while the next one is "
+                                 "inferred (aligned on arrival); sync: hold (no motion) from the request until the "
+                                 "chunk arrives, then execute it from its first action, as `vla eval` runs chunks")
     stale_periods: float = param(2.0, "camera older than this many control periods -> hold")
     camera_stale_periods: float = param(2.0, "... or, if longer, this many of the camera's own measured frame "
                                         "periods (a camera a little slower than control_rate_hz does not "
@@ -154,6 +157,8 @@ class PolicyNodeParams:
                "max_joint_state_age_s", self.max_joint_state_age_s, "> 0 (seconds)")
         _check(0 < self.control_rate_hz <= 1000, who, "control_rate_hz", self.control_rate_hz, "in (0, 1000]")
         _check(self.replan_remaining >= 0, who, "replan_remaining", self.replan_remaining, ">= 0")
+        _check(self.chunk_execution in CHUNK_EXECUTIONS, who, "chunk_execution", self.chunk_execution,
+               " or ".join(CHUNK_EXECUTIONS))
         _check(self.stale_periods >= 1.0, who, "stale_periods", self.stale_periods, ">= 1")
         _check(self.max_chunk_pause_s >= 0.0, who, "max_chunk_pause_s", self.max_chunk_pause_s, ">= 0")
         _check(self.max_image_pixels >= 1, who, "max_image_pixels", self.max_image_pixels, ">= 1")
@@ -294,6 +299,9 @@ def resolve(p: PolicyNodeParams, robot: Any, policy: str = "") -> PolicyNodePara
         state_joint_names=state_joints, gripper_joint_names=gripper_joints, action_mode=mode, joint_names=joints,
         action_low=low, action_high=high, max_delta_per_period=max_step,
         joint_velocity_limits=[s / p.period for s in max_step] if mode == "joint" else [])
+
+
+CHUNK_EXECUTIONS = ("async", "sync")
 
 
 @dataclass

@@ -212,7 +212,7 @@ class PolicyNode(Node):
         self.robot = getattr(self.policy, "embodiment", None)
         self.policy_name = p.policy if policy is None else type(policy).__name__
         self.p = p = resolve(p, self.robot, self.policy_name)
-        self.broker = ChunkBroker(p.replan_remaining, p.align_chunks)
+        self.broker = ChunkBroker(p.replan_remaining, p.align_chunks, sync=p.chunk_execution == "sync")
         delta = p.action_mode == "delta_eef"
         grippers = list(self.robot.gripper_dims)
         self._scale = 1.0 if delta else p.joint_scale  # policy action/state units -> the published ones
@@ -288,7 +288,7 @@ class PolicyNode(Node):
         self._control.start()
         self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
         log.info(f"policy '{self.policy_name}' ready: {self.robot.describe()}, {p.action_mode} at "
-                 f"{p.control_rate_hz:g} Hz, re-plan at {p.replan_remaining} actions left")
+                 f"{p.control_rate_hz:g} Hz, re-plan at {p.replan_remaining} actions left ({p.chunk_execution})")
         log.info(self.describe_io())
 
     def describe_io(self) -> str:
@@ -541,7 +541,7 @@ class PolicyNode(Node):
                   **{f"timing_ms.{k}": float(v) for k, v in (out.get("timing_ms") or {}).items()}}
         self.last_inference = values
         periods = latency_ms / (1e3 * self.p.period)
-        if periods > self.p.replan_remaining + 1 and not self._warned_replan:
+        if periods > self.p.replan_remaining + 1 and self.p.chunk_execution == "async" and not self._warned_replan:
             self._warned_replan = True  # once: the broker runs dry and the robot holds between chunks
             self.get_logger().warning(
                 f"inference took {latency_ms:.0f} ms = {periods:.1f} control periods, but the next chunk is "

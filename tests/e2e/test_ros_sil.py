@@ -23,12 +23,15 @@ POLICIES = {  # bringup overrides, task, the episode's expected reset options (N
     "trained-checkpoint": (["policy_node.ros__parameters.policy=checkpoint",
                             f"policy_node.ros__parameters.checkpoint={CHECKPOINT}",
                             # re-plan after 8 of its 16 actions, as it was evaluated (n_action_steps)
-                            "policy_node.ros__parameters.replan_remaining=8"], "push_red_left", None),
+                            "policy_node.ros__parameters.replan_remaining=8",
+                            # stop-and-go, as `vla eval` runs chunks (async: 17/20 in vla eval's loop too)
+                            "policy_node.ros__parameters.chunk_execution=sync"], "push_red_left", None),
     # trained on 400 train layouts; here on held-out layout 0, which it never saw
     "trained-generalist-heldout-layout": (
         ["policy_node.ros__parameters.policy=checkpoint",
          f"policy_node.ros__parameters.checkpoint={CHECKPOINT.parent / 'push_red_left_tiny_cvla'}",
          "policy_node.ros__parameters.replan_remaining=4",  # its n_action_steps (4 of 8)
+         "policy_node.ros__parameters.chunk_execution=sync",
          'sim_bridge_node.ros__parameters.env_overrides="split=heldout"'], "push_red_left",
         {"layout": 0, "split": "heldout"}),
     "expert-test-double": (["policy_node.ros__parameters.policy=ros_nodes.testing:expert_policy"],

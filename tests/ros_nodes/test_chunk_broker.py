@@ -93,3 +93,15 @@ def test_concurrent_tick_and_deliver():
         stop.set()
         t.join()
     assert not errors
+
+
+def test_sync_holds_while_the_next_chunk_is_inferred_and_starts_it_at_its_first_action():
+    """chunk_execution=sync: stop-and-go as `vla eval` runs chunks (execute, hold while inferring, execute)."""
+    b = ChunkBroker(replan_remaining=3, align=True, sync=True)
+    b.deliver(b.begin_request(), chunk(0, n=10))
+    assert [b.tick()[0][0] for _ in range(7)] == list(range(7))
+    token = b.begin_request()  # 3 left: from now on the robot holds until the chunk arrives
+    assert [b.tick() for _ in range(4)] == [(None, None)] * 4
+    b.deliver(token, chunk(100, n=10))
+    action, meta = b.tick()
+    assert meta["skipped"] == 0 and action[0] == 100  # planned from the state the robot held in
