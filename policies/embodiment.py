@@ -218,12 +218,16 @@ class Embodiment:
     # --- checks ------------------------------------------------------------------------------------
     def differences(self, other: "Embodiment") -> list[str]:
         """One line per field in which ``other`` (an env, a dataset) does not provide what this robot
-        has: a camera it lacks (image sizes aside: the policy resizes), state/action dims, action kind."""
+        has: a camera it lacks (image sizes aside: the policy resizes), state/action dims, action kind
+        (unless either kind is "other", i.e. not recorded: a lerobot ACT/Diffusion checkpoint stores
+        only shapes, so its kind cannot be told apart from the env's)."""
         out = []
         missing = [c for c in self.camera_names if c not in other.camera_names]
         if missing:
             out.append(f"cameras: {missing} missing (has {other.camera_names})")
         for key in ("state_dim", "action_dim", "action_kind"):
+            if key == "action_kind" and "other" in (self.action_kind, other.action_kind):
+                continue
             if getattr(self, key) != getattr(other, key):
                 out.append(f"{key}: {getattr(self, key)!r} != {getattr(other, key)!r}")
         return out
