@@ -11,7 +11,9 @@ executor thread; the inference worker calls ``deliver``/``fail`` from its own th
 The current chunk keeps being served while the next one is inferred (openpi / SmolVLA async style).
 With ``align=True`` a delivered chunk drops the actions that were served from the previous chunk
 since the request was made: action 0 of the new chunk belongs to the observation time, and the
-robot has already moved on by that many steps. At least the last action is always kept.
+robot has already moved on by that many steps; plus ``lived`` (``begin_request``): actions served
+before the request that the observation does not show yet (the policy node counts the ones
+published after the frame's capture stamp). At least the last action is always kept.
 With ``sync=True`` nothing is served while a request is in flight (the caller holds: stop-and-go,
 as `vla eval` runs chunks), so a new chunk always starts at its first action, planned from the
 state the robot is still in.
@@ -57,9 +59,11 @@ class ChunkBroker:
         with self._lock:
             return self._in_flight is None and self._remaining() <= self.replan_remaining
 
-    def begin_request(self, meta: dict[str, Any] | None = None) -> int:
+    def begin_request(self, meta: dict[str, Any] | None = None, lived: int = 0) -> int:
+        """``lived``: actions of the current chunk already served *before* this request that the
+        observation does not show yet (published after its frame was captured): also dropped."""
         with self._lock:
-            self._in_flight = (self._generation, self._served, dict(meta or {}))
+            self._in_flight = (self._generation, self._served - max(0, lived), dict(meta or {}))
             return self._generation
 
     def deliver(self, token: int, chunk: np.ndarray) -> bool:

@@ -235,6 +235,7 @@ class PolicyNode(Node):
         self.frame_to_action_ms: deque[float] = deque(maxlen=10_000)
         self.inference_ms: deque[float] = deque(maxlen=10_000)
         self._publish_times: deque[float] = deque(maxlen=256)
+        self._action_stamps: deque[float] = deque(maxlen=64)  # ROS time of each chunk action published
 
         self._lock = threading.Lock()  # guards the latest inputs below (callbacks vs control tick)
         self._frames: dict[str, tuple[Image, float]] = {}
@@ -480,6 +481,7 @@ class PolicyNode(Node):
             if reset == "episode":
                 self.safety.reset()
                 self._have_command = False
+                self._action_stamps.clear()
         if reasons:
             # Inputs lost: hold, and pause the chunk. A hiccup (< max_chunk_pause_s) resumes it where
             # it stopped; a longer outage drops it, so the robot restarts from a fresh observation.
@@ -490,7 +492,7 @@ class PolicyNode(Node):
             self._held_ticks = 0
         if not reasons and snapshot is not None:
             stamp = min(conv.stamp_seconds(m.header.stamp) for m in snapshot["frames"].values())
-            token = self.broker.begin_request({"frame_stamp": stamp})
+            token = self.broker.begin_request({"frame_stamp": stamp}, lived=self._served_after(stamp))
             self._worker.submit(token, snapshot)
         action, meta = (None, None) if reasons else self.broker.tick()
         if self._failed:
@@ -507,12 +509,24 @@ class PolicyNode(Node):
                 action = self.safety.last + action
         cmd = self.safety.step(action, reasons)
         self._publish(cmd.values)
+        if action is not None and not cmd.hold:  # a chunk action went out: when (for _served_after)
+            self._action_stamps.append(self._now_s())
         self._have_command = True
         self.stats["commands"] += 1
         self.stats["holds"] += int(cmd.hold)
         for reason in cmd.reasons:
             self.hold_counts[reason] = self.hold_counts.get(reason, 0) + 1
         self._last_reasons = cmd.reasons
+
+    def _served_after(self, stamp: float) -> int:
+        """Chunk actions published after the frame at ``stamp`` was captured: the robot executes them
+        after the state the new chunk is planned from (a frame that does not show the last command
+        yet, e.g. delivered late under load). 0 for a stamp not on our clock (in the future, older
+        than max_frame_age_s, or unset): then only the actions served since the request are dropped."""
+        now = self._now_s()
+        if not self.p.align_chunks or not 0 < stamp <= now or now - stamp > self.p.max_frame_age_s:
+            return 0
+        return sum(1 for t in self._action_stamps if t > stamp)
 
     def _publish(self, values: np.ndarray) -> None:
         stamp = self.get_clock().now().to_msg()

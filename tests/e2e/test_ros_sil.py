@@ -31,7 +31,6 @@ POLICIES = {  # bringup overrides, task, the episode's expected reset options (N
         ["policy_node.ros__parameters.policy=checkpoint",
          f"policy_node.ros__parameters.checkpoint={CHECKPOINT.parent / 'push_red_left_tiny_cvla'}",
          "policy_node.ros__parameters.replan_remaining=4",  # its n_action_steps (4 of 8)
-         "policy_node.ros__parameters.chunk_execution=sync",
          'sim_bridge_node.ros__parameters.env_overrides="split=heldout"'], "push_red_left",
         {"layout": 0, "split": "heldout"}),
     "expert-test-double": (["policy_node.ros__parameters.policy=ros_nodes.testing:expert_policy"],

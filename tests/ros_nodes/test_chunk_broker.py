@@ -105,3 +105,19 @@ def test_sync_holds_while_the_next_chunk_is_inferred_and_starts_it_at_its_first_
     b.deliver(token, chunk(100, n=10))
     action, meta = b.tick()
     assert meta["skipped"] == 0 and action[0] == 100  # planned from the state the robot held in
+
+
+def test_actions_served_before_the_request_that_the_observation_does_not_show_are_dropped_too():
+    """``lived``: the frame was captured before the last served action(s) reached the robot."""
+    for sync in (False, True):
+        b = ChunkBroker(replan_remaining=3, align=True, sync=sync)
+        b.deliver(b.begin_request(), chunk(0, n=10))
+        for _ in range(7):
+            b.tick()
+        token = b.begin_request(lived=1)  # action 6 went out after the frame was taken
+        served = 0 if sync else 2
+        for _ in range(2):
+            b.tick()
+        b.deliver(token, chunk(100, n=10))
+        action, meta = b.tick()
+        assert meta["skipped"] == served + 1 and action[0] == 100 + served + 1
