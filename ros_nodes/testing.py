@@ -170,6 +170,15 @@ class Participant:
         except ExternalShutdownException:
             pass
 
+    def wait_for(self, predicate, timeout: float) -> bool:
+        """Poll ``predicate`` (every 20 ms) until it holds or ``timeout`` s pass; whether it held."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return False
+
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
         self._thread.join(timeout=5.0)
@@ -390,13 +399,6 @@ class CommandRecorder(Participant):
             return np.zeros(0), np.zeros((0, 6))
         return np.array([t for t, _ in rows]), np.stack([v for _, v in rows])
 
-    def wait_for(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return False
 
 
 def isolated_domain_id() -> int:

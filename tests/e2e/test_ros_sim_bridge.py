@@ -57,14 +57,6 @@ class Listener(Participant):
         with self._lock:
             return sum(1 for f in self.frames if f >= t)
 
-    def wait_for(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return False
-
 
 def params() -> dict:
     p = default_params()
