@@ -185,7 +185,7 @@ def make_plan(cfg: DictConfig) -> CollectPlan:
     from sim.factory import embodiment
 
     robot = embodiment(env_cfg)  # the suite's robot
-    plan.features, plan.embodiment = dataset_features(plan.image_size, robot), robot.to_dict()
+    plan.features, plan.embodiment = dataset_features(robot), robot.to_dict()
     return plan
 
 
@@ -269,7 +269,7 @@ def _worker_job(task: str, episode_index: int) -> tuple[Attempt, str, float]:
         _WORKER["keep_failed"], _WORKER["max_steps"], _WORKER["action_label"],
     )
     if episode.attempt.kept:
-        episode.check(tuple(_WORKER["image_size"]), _WORKER["features"])  # fail in the worker, with the episode named
+        episode.check(_WORKER["features"])  # fail in the worker, with the episode named
     path = stage_episode(episode, Path(_WORKER["staging"]))
     return episode.attempt, str(path), time.monotonic() - start
 

@@ -65,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.spaces import ACTION_DIM, ACTION_KEY, CAMERAS, OBS_IMAGE_KEYS, OBS_STATE_KEY, STATE_DIM
+from sim.spaces import ACTION_KEY, OBS_STATE_KEY
 
 IMAGE_PREFIX = "observation.images."
 LEDGER_FILE = "meta/vla_episodes.jsonl"
@@ -74,9 +74,6 @@ SUMMARY_JSON = "meta/vla_summary.json"
 SUMMARY_MD = "meta/vla_summary.md"
 SAMPLE_VIDEO_DIR = "meta/vla_videos"
 
-STATE_NAMES = ["eef_x", "eef_y", "eef_z", "eef_rx", "eef_ry", "eef_rz", "finger_left", "finger_right"]
-ACTION_NAMES = ["dx", "dy", "dz", "drx", "dry", "drz", "gripper"]
-assert len(STATE_NAMES) == STATE_DIM and len(ACTION_NAMES) == ACTION_DIM
 
 
 EMBODIMENT_FILE = "meta/vla_embodiment.json"  # read by vla.training.data.dataset_embodiment
@@ -86,20 +83,10 @@ def default_repo_id(env_name: str) -> str:
     return f"local/vla_{env_name}"
 
 
-def dataset_features(image_size: tuple[int, int], robot: Any = None) -> dict[str, dict]:
-    """LeRobot feature spec of a robot (``policies.embodiment.Embodiment.dataset_features``: its cameras
-    as video, its state and action); ``robot=None``: the tabletop/LIBERO arm of sim/spaces.py (2 video
-    cameras of ``image_size``, state (8), action (7))."""
-    if robot is not None:
-        return robot.dataset_features()
-    h, w = image_size
-    features: dict[str, dict] = {
-        OBS_IMAGE_KEYS[cam]: {"dtype": "video", "shape": (h, w, 3), "names": ["height", "width", "channels"]}
-        for cam in CAMERAS
-    }
-    features[OBS_STATE_KEY] = {"dtype": "float32", "shape": (STATE_DIM,), "names": STATE_NAMES}
-    features[ACTION_KEY] = {"dtype": "float32", "shape": (ACTION_DIM,), "names": ACTION_NAMES}
-    return features
+def dataset_features(robot: Any) -> dict[str, dict]:
+    """LeRobot feature spec of a robot (a ``policies.embodiment.Embodiment``): its cameras as video,
+    its state and action (``Embodiment.dataset_features``)."""
+    return robot.dataset_features()
 
 
 def camera_names(features: Mapping[str, Any]) -> list[str]:
@@ -143,19 +130,14 @@ class Episode:
 
     attempt: Attempt
     images: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> uint8 [T, H, W, 3]
-    state: np.ndarray = field(default_factory=lambda: np.zeros((0, STATE_DIM), np.float32))
-    action: np.ndarray = field(default_factory=lambda: np.zeros((0, ACTION_DIM), np.float32))
+    state: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    action: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
-    def check(self, image_size: tuple[int, int], features: Mapping[str, Any] | None = None) -> None:
-        """Raise ValueError naming the first array that does not match the dataset ``features``
-        (None: the tabletop/LIBERO arm's, with cameras of ``image_size``)."""
+    def check(self, features: Mapping[str, Any]) -> None:
+        """Raise ValueError naming the first array that does not match the dataset ``features``."""
         t = len(self.action)
-        if features is None:
-            expected = {OBS_STATE_KEY: (t, STATE_DIM), ACTION_KEY: (t, ACTION_DIM)}
-            expected.update({OBS_IMAGE_KEYS[c]: (t, *image_size, 3) for c in CAMERAS})
-        else:
-            expected = {k: (t, *map(int, ft["shape"])) for k, ft in features.items() if k in (OBS_STATE_KEY, ACTION_KEY)
-                        or k.startswith(IMAGE_PREFIX)}
+        expected = {k: (t, *map(int, ft["shape"])) for k, ft in features.items() if k in (OBS_STATE_KEY, ACTION_KEY)
+                    or k.startswith(IMAGE_PREFIX)}
         cams = [k[len(IMAGE_PREFIX):] for k in expected if k.startswith(IMAGE_PREFIX)]
         actual = {OBS_STATE_KEY: self.state.shape, ACTION_KEY: self.action.shape}
         actual.update({IMAGE_PREFIX + c: self.images[c].shape if c in self.images else None for c in cams})
@@ -449,8 +431,7 @@ class DatasetStore:
 
     def _write_episode(self, ds: Any, episode: Episode) -> None:
         cams = camera_names(self.features)
-        h, w = self.features[IMAGE_PREFIX + cams[0]]["shape"][:2]
-        episode.check((h, w), self.features)
+        episode.check(self.features)
         instruction = episode.attempt.instruction
         for t in range(len(episode.action)):
             frame = {IMAGE_PREFIX + c: episode.images[c][t] for c in cams}
@@ -496,7 +477,7 @@ class DatasetStore:
         return path
 
 
-def _verify_new_videos(old: Path, new: Path, expected_frames: int, cameras: list[str] | None = None) -> None:
+def _verify_new_videos(old: Path, new: Path, expected_frames: int, cameras: list[str]) -> None:
     """Refuse to publish a version whose new video files do not hold exactly the new frames.
 
     A resumed writer puts a commit's episodes only into new video files, so their frame counts
@@ -505,7 +486,7 @@ def _verify_new_videos(old: Path, new: Path, expected_frames: int, cameras: list
     """
     import av
 
-    for cam in cameras or CAMERAS:
+    for cam in cameras:
         sub = Path("videos") / (IMAGE_PREFIX + cam)
         added = sorted(set((new / sub).rglob("*.mp4")) - {new / p.relative_to(old) for p in (old / sub).rglob("*.mp4")})
         frames = 0

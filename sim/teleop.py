@@ -429,7 +429,7 @@ def _env_config(cfg: DictConfig) -> tuple[DictConfig, str]:
 def teleop(cfg: DictConfig, run_dir: Path) -> Path | None:
     """Run a session (see the module docstring); returns the dataset root, None if nothing was saved."""
     import sim  # noqa: F401  (gym ids)
-    from sim.dataset import DatasetStore, dataset_features, image_size_of
+    from sim.dataset import DatasetStore, dataset_features
     from sim.factory import make_env
 
     if not sys.stdin.isatty() or not sys.stdout.isatty():
@@ -445,7 +445,7 @@ def teleop(cfg: DictConfig, run_dir: Path) -> Path | None:
     from policies.embodiment import env_embodiment
 
     robot = env_embodiment(env)
-    features = dataset_features(image_size_of(env_cfg), robot)
+    features = dataset_features(robot)
     fingerprint = _fingerprint(repo_id, OmegaConf.to_container(env_cfg), fps, features)
     store = DatasetStore(root, repo_id, int(round(fps)), features, fingerprint, embodiment=robot.to_dict())
     run_dir.mkdir(parents=True, exist_ok=True)

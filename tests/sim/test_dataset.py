@@ -19,7 +19,7 @@ import pytest
 
 from sim import dataset as sd
 from sim.dataset import Attempt, DatasetStore, Episode, dataset_features, load_staged, stage_episode
-from sim.spaces import ACTION_KEY, CAMERAS, OBS_IMAGE_KEYS, OBS_STATE_KEY
+from sim.spaces import ACTION_KEY, CAMERAS, OBS_IMAGE_KEYS, OBS_STATE_KEY, embodiment
 
 SIZE = (32, 32)
 REPO_ID = "local/vla_test"
@@ -37,12 +37,12 @@ def make_episode(task: str, index: int, length: int = 12, kept: bool = True) -> 
 
 
 def fingerprint(size: tuple[int, int] = SIZE) -> dict:
-    features = {k: {"dtype": v["dtype"], "shape": list(v["shape"])} for k, v in dataset_features(size).items()}
+    features = {k: {"dtype": v["dtype"], "shape": list(v["shape"])} for k, v in dataset_features(embodiment(size)).items()}
     return {"repo_id": REPO_ID, "env": "synthetic", "fps": 10, "features": features, "seed": 0}
 
 
 def make_store(root: Path, size: tuple[int, int] = SIZE) -> DatasetStore:
-    return DatasetStore(root, REPO_ID, 10, dataset_features(size), fingerprint(size))
+    return DatasetStore(root, REPO_ID, 10, dataset_features(embodiment(size)), fingerprint(size))
 
 
 def stage(store: DatasetStore, episodes: list[Episode]) -> list[Path]:
@@ -210,7 +210,7 @@ def test_episode_with_wrong_image_size_is_a_clear_error(tmp_path):
     ep = make_episode("a", 0)
     msg = r"'observation.images.agentview' has shape \(12, 32, 32, 3\), dataset expects \(12, 16, 16, 3\)"
     with pytest.raises(ValueError, match=msg):
-        ep.check((16, 16))
+        ep.check(dataset_features(embodiment((16, 16))))
 
 
 def test_a_commit_whose_videos_miss_frames_is_not_published(tmp_path):
@@ -219,8 +219,8 @@ def test_a_commit_whose_videos_miss_frames_is_not_published(tmp_path):
         store.commit(stage(store, [make_episode("a", 0, length=12)]))
     empty = tmp_path / "empty"
     empty.mkdir()
-    sd._verify_new_videos(empty, root, 12)  # all of root's videos are "new" relative to an empty dir
+    sd._verify_new_videos(empty, root, 12, list(CAMERAS))  # all of root's videos are "new" relative to an empty dir
     with pytest.raises(RuntimeError, match="hold 12 frames, the committed episodes 13; not publishing"):
-        sd._verify_new_videos(empty, root, 13)
+        sd._verify_new_videos(empty, root, 13, list(CAMERAS))
     frames = sd.episode_frames(root, 0)
     assert frames["wrist"].shape == (12, *SIZE, 3) and frames["wrist"].dtype == np.uint8
