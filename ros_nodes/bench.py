@@ -65,12 +65,18 @@ def pct(values, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-HOG = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass\n"  # ends if we die
+# Ends when the thread that started it exits (PR_SET_PDEATHSIG, Linux) or its parent changes: a hog
+# must never outlive the bench, even one whose main thread died while another thread still runs.
+HOG = ("import ctypes, os, signal\n"
+       "try:\n    ctypes.CDLL(None).prctl(1, signal.SIGKILL)\nexcept (OSError, AttributeError):\n    pass\n"
+       "parent = os.getppid()\nwhile os.getppid() == parent:\n    pass\n")
 
 
 def start_hogs(n: int) -> list[subprocess.Popen]:
-    """``n`` busy-loop processes (one core each), e.g. the other work on a robot's onboard computer."""
-    return [subprocess.Popen([sys.executable, "-c", HOG], stdin=subprocess.DEVNULL) for _ in range(n)]
+    """``n`` busy-loop processes (one core each), e.g. the other work on a robot's onboard computer.
+    They hold none of our pipes: a caller reading our output never waits on a hog."""
+    return [subprocess.Popen([sys.executable, "-c", HOG], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) for _ in range(n)]
 
 
 def stop_hogs(hogs: list[subprocess.Popen]) -> None:

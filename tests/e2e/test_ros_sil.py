@@ -116,12 +116,21 @@ def test_sil_runs_a_vla_checkpoint_with_the_accel_preset(tmp_path):
 def test_bench_ros_reports_first_attempt_success_and_kills_its_hogs(tmp_path):
     """`vla bench ros`: N bringups (here 1) of the trained checkpoint, first attempt each, with CPU hogs
     beside it that it starts and kills by PID; the report has the success count, rate and load."""
-    proc = subprocess.run(
+    import signal
+
+    # Its own process group: on a timeout the bench and anything it started are killed together.
+    proc = subprocess.Popen(
         [sys.executable, "-m", "vla.cli", "bench", "ros", "episodes=1", "hogs=1", f"domain_id={DOMAIN}",
          f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=240,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         env={**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
     )
+    try:
+        proc.stdout, proc.stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+        raise AssertionError("vla bench ros did not finish in 240 s: " + out[-2000:] + err[-2000:]) from None
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "ros.json").read_text())
     print({k: report[k] for k in ("first_attempt_successes", "bringups", "action_topic", "load_avg")})
