@@ -21,8 +21,8 @@ CHECKPOINT = ROOT / "checkpoints" / "push_red_left_tiny_cvla"
 SEED = 3
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MUJOCO_GL": "egl", "OMP_WAIT_POLICY": "PASSIVE"}
 
-websocket_client_policy = pytest.importorskip("openpi_client.websocket_client_policy",
-                                              reason="openpi-client (make install: pip install --no-deps openpi-client)")
+# openpi's own client (make install: pip install --no-deps openpi-client): missing fails, never skips.
+from openpi_client import websocket_client_policy
 
 
 def start_server(run_dir: Path, *overrides: str) -> tuple[subprocess.Popen, dict]:
