@@ -113,6 +113,7 @@ def test_sil_runs_a_vla_checkpoint_with_the_accel_preset(tmp_path):
     assert stats["chunks"] >= 5 and stats["commands"] >= 60  # ~8 s at 30 Hz, after model start-up
 
 
+@pytest.mark.slow  # a benchmark smoke run: once hung in its bringup beside a busy-loop hog (`make test-slow`)
 def test_bench_ros_reports_first_attempt_success_and_kills_its_hogs(tmp_path):
     """`vla bench ros`: N bringups (here 1) of the trained checkpoint, first attempt each, with CPU hogs
     beside it that it starts and kills by PID; the report has the success count, rate and load."""
