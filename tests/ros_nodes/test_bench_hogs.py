@@ -2,9 +2,14 @@
 
 import time
 
+import pytest
+
 from ros_nodes.bench import start_hogs, stop_hogs
 
 
+# Slow: two busy loops on a 2-core CI box starved the rest of the suite for minutes on a fresh clone
+# (`make test-slow` runs it).
+@pytest.mark.slow
 def test_hogs_burn_cpu_until_killed():
     hogs = start_hogs(2)
     try:
