@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from sim.collect import collect, compose_config
 from sim.dataset import open_dataset, read_ledger
@@ -94,7 +93,6 @@ def _alive_in_group(pgid: int) -> list[str]:
     return alive
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigkill_of_the_collector_alone_ends_its_workers_and_resource_tracker(tmp_path):
     root = tmp_path / "ds"
     log = open(tmp_path / "collect.log", "w")
