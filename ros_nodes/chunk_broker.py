@@ -17,6 +17,8 @@ published after the frame's capture stamp). At least the last action is always k
 With ``sync=True`` nothing is served while a request is in flight (the caller holds: stop-and-go,
 as `vla eval` runs chunks), so a new chunk always starts at its first action, planned from the
 state the robot is still in.
+For RTC (``chunk_execution=rtc`` on the policy node), ``executing`` says which actions of the current
+chunk the next one must continue (vla/chunking.py ``rtc_guide``).
 ``reset`` (new episode, new instruction, input loss) drops the chunk and orphans any request in
 flight, whose late ``deliver`` is then ignored.
 """
@@ -65,6 +67,18 @@ class ChunkBroker:
         with self._lock:
             self._in_flight = (self._generation, self._served - max(0, lived), dict(meta or {}))
             return self._generation
+
+    def executing(self, lived: int = 0, ahead: int = 0) -> tuple[np.ndarray, int, int] | None:
+        """For real-time chunking, at a request: (the current chunk, the index of the action the
+        observation belongs to, how many of its actions execute before a chunk inferred now arrives,
+        ``ahead`` ticks from now), or None without a chunk. The index goes back by ``lived`` (actions
+        served that the observation does not show yet), as the delivery's alignment does."""
+        with self._lock:
+            if self._chunk is None:
+                return None
+            start = max(0, self._index - max(0, lived))
+            executing = min(self._index - start + max(0, ahead), len(self._chunk) - start)
+            return self._chunk.copy(), start, executing
 
     def deliver(self, token: int, chunk: np.ndarray) -> bool:
         """Install a new chunk [H, D]; returns False if it was orphaned by a reset."""

@@ -39,9 +39,13 @@ def _check(ok: bool, who: str, name: str, value: Any, expected: str) -> None:
 class PolicyNodeParams:
     NODE = "policy_node"
     # --- policy ------------------------------------------------------------------------------
-    policy: str = param("checkpoint", "'checkpoint' = vla.runtime.load_policy(checkpoint), or "
-                        "'module:factory' returning a ChunkPolicy (test doubles: ros_nodes.testing)")
+    policy: str = param("checkpoint", "'checkpoint' = vla.runtime.load_policy(checkpoint), 'remote' = a policy "
+                        "server at server_url (`vla serve`, openpi's protocol), or 'module:factory' returning a "
+                        "ChunkPolicy (test doubles: ros_nodes.testing)")
     checkpoint: str = param("", "checkpoint folder (policy='checkpoint')")
+    server_url: str = param("", "policy='remote': ws://host:port of the policy server")
+    remote_timeout_s: float = param(0.5, "policy='remote': a reply later than this is dropped (the robot holds and "
+                                    "the node asks again with a fresh observation; reconnects back off)")
     trust_checkpoint_code: bool = param(False, "also load a checkpoint whose processor steps vla did not write "
                                         "(they run code from the folder; docs/security.md)")
     compressor: str = param("", "visual-token compressor override ('' = the checkpoint's own)")
@@ -104,7 +108,12 @@ class PolicyNodeParams:
     align_chunks: bool = param(True, "drop the actions of a new chunk that the robot already lived through")
     chunk_execution: str = param("async", "async: the current chunk keeps executing while the next one is "
                                  "inferred (aligned on arrival); sync: hold (no motion) from the request until the "
-                                 "chunk arrives, then execute it from its first action, as `vla eval` runs chunks")
+                                 "chunk arrives, then execute it from its first action, as `vla eval` runs chunks; "
+                                 "rtc: async with real-time chunking (the next chunk's flow sampling is guided to "
+                                 "continue the actions that execute while it is inferred; flow-matching VLA heads)")
+    rtc_delay_ticks: int = param(-1, "rtc: control periods one inference spans, the actions pinned in the next chunk "
+                                 "(-1 = estimated from the p90 of the last 20 inference latencies)")
+    rtc_beta: float = param(5.0, "rtc: cap of the guidance weight (Black et al. 2025)")
     stale_periods: float = param(2.0, "camera older than this many control periods -> hold")
     camera_stale_periods: float = param(2.0, "... or, if longer, this many of the camera's own measured frame "
                                         "periods (a camera a little slower than control_rate_hz does not "
@@ -141,8 +150,12 @@ class PolicyNodeParams:
         _check(bool(self.policy), who, "policy", self.policy, "'checkpoint' or 'module:factory'")
         _check(self.policy != "checkpoint" or bool(self.checkpoint), who, "checkpoint", self.checkpoint,
                "set a checkpoint folder, or choose a test double: policy:=ros_nodes.testing:slow_fake_policy")
-        _check(self.policy == "checkpoint" or ":" in self.policy, who, "policy", self.policy,
-               "'checkpoint' or 'package.module:factory'")
+        _check(self.policy in ("checkpoint", "remote") or ":" in self.policy, who, "policy", self.policy,
+               "'checkpoint', 'remote' or 'package.module:factory'")
+        _check(self.policy != "remote" or self.server_url.startswith(("ws://", "wss://")), who, "server_url",
+               self.server_url, "ws://host:port of a policy server (policy:=remote)")
+        _check(math.isfinite(self.remote_timeout_s) and self.remote_timeout_s > 0, who, "remote_timeout_s",
+               self.remote_timeout_s, "> 0 (seconds)")
         _check(len(set(self.camera_names)) == len(self.camera_names) and all(self.camera_names), who,
                "camera_names", self.camera_names, "unique, non-empty names ([] = the checkpoint's cameras)")
         _check(not (self.camera_names and self.camera_topics) or len(self.camera_topics) == len(self.camera_names),
@@ -159,6 +172,8 @@ class PolicyNodeParams:
         _check(self.replan_remaining >= 0, who, "replan_remaining", self.replan_remaining, ">= 0")
         _check(self.chunk_execution in CHUNK_EXECUTIONS, who, "chunk_execution", self.chunk_execution,
                " or ".join(CHUNK_EXECUTIONS))
+        _check(self.rtc_delay_ticks >= -1, who, "rtc_delay_ticks", self.rtc_delay_ticks, ">= 0, or -1 (estimated)")
+        _check(math.isfinite(self.rtc_beta) and self.rtc_beta > 0, who, "rtc_beta", self.rtc_beta, "> 0")
         _check(self.stale_periods >= 1.0, who, "stale_periods", self.stale_periods, ">= 1")
         _check(self.max_chunk_pause_s >= 0.0, who, "max_chunk_pause_s", self.max_chunk_pause_s, ">= 0")
         _check(self.max_image_pixels >= 1, who, "max_image_pixels", self.max_image_pixels, ">= 1")
@@ -301,7 +316,7 @@ def resolve(p: PolicyNodeParams, robot: Any, policy: str = "") -> PolicyNodePara
         joint_velocity_limits=[s / p.period for s in max_step] if mode == "joint" else [])
 
 
-CHUNK_EXECUTIONS = ("async", "sync")
+CHUNK_EXECUTIONS = ("async", "sync", "rtc")
 
 
 @dataclass

@@ -15,6 +15,13 @@ Thin by design: message checks/conversions live in ``conversions.py``, chunk tim
     worker thread: obs = images/state/instruction -> policy.infer(obs) -> broker.deliver(chunk)
                    + diagnostics (latency, visual tokens, GFLOPs) + keep-mask overlay
 
+chunk_execution: async (above), sync (nothing served while a request is in flight) or rtc (async,
+and the request carries the actions of the current chunk that execute while it is inferred, pinned
+for rtc_delay_ticks, the rest soft: the flow head's sampling continues them, vla/chunking.py).
+policy:=remote: the model runs in a policy server (`vla serve`, server_url); a reply later than
+remote_timeout_s or a lost connection is a failed call: hold from the next tick (logged once per
+streak), ask again with a fresh observation (the client reconnects with back-off), never a late chunk.
+
 The robot is the checkpoint's (``policy.embodiment``, policies/embodiment.py): its camera names,
 state and action channels, action kind, limits and gripper dims decide the topics, joints and safety
 limits unless a parameter says otherwise (params.resolve; a parameter that contradicts the
@@ -98,7 +105,8 @@ LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durabil
 
 
 def make_policy(p: PolicyNodeParams, handles: dict[str, Any]) -> ChunkPolicy:
-    """``policy='checkpoint'`` -> ``vla.runtime.load_policy``; ``'module:factory'`` -> factory(params, handles)."""
+    """``policy='checkpoint'`` -> ``vla.runtime.load_policy``; ``'remote'`` -> the server at ``server_url``
+    (vla/remote.py); ``'module:factory'`` -> factory(params, handles)."""
     options = {k: parse_launch_value(v) for k, _, v in (item.partition("=") for item in p.policy_options.split())}
     accel = accel_preset(p.accel)  # validated for every policy, so a typo never goes unnoticed
     if p.policy == "checkpoint":
@@ -109,6 +117,17 @@ def make_policy(p: PolicyNodeParams, handles: dict[str, Any]) -> ChunkPolicy:
         policy = load_policy(p.checkpoint, device=p.device, accel=accel,
                              trust_checkpoint_code=p.trust_checkpoint_code, **options)
         policy.gflops = _count_gflops(policy)
+    elif p.policy == "remote":  # the same runtime boundary as a checkpoint (vla/remote.py)
+        from vla.remote import RemotePolicyError
+        from vla.runtime import load_policy
+
+        if accel is not None:
+            raise ParamError(f"policy_node: accel={p.accel} applies where the policy runs: start the server "
+                             f"({p.server_url}) with it")
+        try:
+            policy = load_policy(p.server_url, timeout_s=p.remote_timeout_s, **options)
+        except (RemotePolicyError, ValueError) as e:
+            raise ParamError(f"policy_node: policy server {p.server_url}: {e}") from e
     else:
         module, _, name = p.policy.partition(":")
         try:
@@ -213,6 +232,14 @@ class PolicyNode(Node):
         self.policy_name = p.policy if policy is None else type(policy).__name__
         self.p = p = resolve(p, self.robot, self.policy_name)
         self.broker = ChunkBroker(p.replan_remaining, p.align_chunks, sync=p.chunk_execution == "sync")
+        self._rtc_normalise = None  # rtc: env-unit actions -> the flow head's normalised space
+        if p.chunk_execution == "rtc":
+            from vla.chunking import action_normaliser, supports_rtc
+
+            if not supports_rtc(self.policy):
+                raise ParamError(f"policy_node: chunk_execution=rtc guides a flow-matching VLA head; "
+                                 f"{self.policy_name} is not one (use async or sync)")
+            self._rtc_normalise = action_normaliser(self.policy)
         delta = p.action_mode == "delta_eef"
         grippers = list(self.robot.gripper_dims)
         self._scale = 1.0 if delta else p.joint_scale  # policy action/state units -> the published ones
@@ -461,6 +488,9 @@ class PolicyNode(Node):
 
     def _on_control_tick(self) -> None:
         self._apply_network_resets()
+        if not getattr(self.policy, "connected", True) and self.broker.remaining:
+            self.broker.reset()  # its policy server went away: its last chunk is not executed on
+            self.get_logger().warning("policy server connection lost: holding, reconnecting")
         now = self.clock()
         with self._lock:
             reset, self._reset_pending = self._reset_pending, False
@@ -492,7 +522,10 @@ class PolicyNode(Node):
             self._held_ticks = 0
         if not reasons and snapshot is not None:
             stamp = min(conv.stamp_seconds(m.header.stamp) for m in snapshot["frames"].values())
-            token = self.broker.begin_request({"frame_stamp": stamp}, lived=self._served_after(stamp))
+            lived = self._served_after(stamp)
+            token = self.broker.begin_request({"frame_stamp": stamp}, lived=lived)
+            if self._rtc_normalise is not None:  # the actions the next chunk must continue
+                snapshot["rtc"] = self.broker.executing(lived, ahead=self._rtc_delay_ticks())
             self._worker.submit(token, snapshot)
         action, meta = (None, None) if reasons else self.broker.tick()
         if self._failed:
@@ -517,6 +550,22 @@ class PolicyNode(Node):
         for reason in cmd.reasons:
             self.hold_counts[reason] = self.hold_counts.get(reason, 0) + 1
         self._last_reasons = cmd.reasons
+
+    def _rtc_delay_ticks(self) -> int:
+        """Control periods the next inference will take: the parameter, or the p90 of the last 20."""
+        if self.p.rtc_delay_ticks >= 0:
+            return self.p.rtc_delay_ticks
+        recent = list(self.inference_ms)[-20:]
+        return int(np.ceil(np.percentile(recent, 90) / (1e3 * self.p.period))) if recent else 0
+
+    def rtc_infer(self, obs: dict[str, Any], rtc: tuple[np.ndarray, int, int] | None) -> dict[str, Any]:
+        """policy.infer, guided to continue ``rtc`` = broker.executing(...) when given (chunk_execution=rtc)."""
+        if rtc is None:
+            return self.policy.infer(obs)
+        from vla.chunking import rtc_guide
+
+        chunk, start, executing = rtc
+        return self.policy.infer(obs, rtc=rtc_guide(self._rtc_normalise, chunk, start, executing, self.p.rtc_beta))
 
     def _served_after(self, stamp: float) -> int:
         """Chunk actions published after the frame at ``stamp`` was captured: the robot executes them
@@ -545,6 +594,8 @@ class PolicyNode(Node):
     def on_chunk(self, token: int, out: dict[str, Any], actions: np.ndarray, obs: dict, latency_ms: float) -> None:
         if not self.broker.deliver(token, actions):
             return  # orphaned by a reset while inferring
+        if self._failed:  # the failure streak (logged once at its start) is over
+            self.get_logger().info(f"inference works again ({self.stats['inference_failures']} failed calls so far)")
         self._failed = False
         self.stats["chunks"] += 1
         self.inference_ms.append(latency_ms)
@@ -555,7 +606,7 @@ class PolicyNode(Node):
                   **{f"timing_ms.{k}": float(v) for k, v in (out.get("timing_ms") or {}).items()}}
         self.last_inference = values
         periods = latency_ms / (1e3 * self.p.period)
-        if periods > self.p.replan_remaining + 1 and self.p.chunk_execution == "async" and not self._warned_replan:
+        if periods > self.p.replan_remaining + 1 and self.p.chunk_execution != "sync" and not self._warned_replan:
             self._warned_replan = True  # once: the broker runs dry and the robot holds between chunks
             self.get_logger().warning(
                 f"inference took {latency_ms:.0f} ms = {periods:.1f} control periods, but the next chunk is "
@@ -699,7 +750,7 @@ class _InferenceWorker(WorkerThread):
                     node.policy.observe(self._observation(past))
                 obs = self._observation(snap)
                 t0 = time.perf_counter()
-                out = node.policy.infer(obs)
+                out = node.rtc_infer(obs, snap.get("rtc"))
                 latency_ms = (time.perf_counter() - t0) * 1e3
                 actions = _check_chunk(out, node.p.action_dim)
             except Exception as e:  # noqa: BLE001 - any policy failure must become a hold, not a crash

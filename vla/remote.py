@@ -198,6 +198,16 @@ class RemoteChunkPolicy:
     def close(self) -> None:
         self._drop()
 
+    @property
+    def connected(self) -> bool:
+        """False as soon as the connection is known to be lost (the websocket's reader thread saw it
+        close: a server that vanished), before any call notices; a ROS node then stops executing
+        the server's last chunk. The next ``infer`` reconnects."""
+        from websockets.protocol import State
+
+        ws = self._ws
+        return ws is not None and ws.state is State.OPEN
+
     # ── ChunkPolicy ──
     def reset(self) -> None:
         """The server keeps no per-client state; draws this episode's noise seed (see the module docstring)."""

@@ -6,7 +6,6 @@ see the Makefile), `vla eval checkpoint=ws://...`, and lerobot's own async-infer
 from __future__ import annotations
 
 import json
-import os
 import pickle  # nosec: lerobot's async-inference protocol
 import subprocess
 import sys
@@ -19,41 +18,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT = ROOT / "checkpoints" / "push_red_left_tiny_cvla"
 SEED = 3
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MUJOCO_GL": "egl", "OMP_WAIT_POLICY": "PASSIVE"}
 
 # openpi's own client (make install: pip install --no-deps openpi-client): missing fails, never skips.
 from openpi_client import websocket_client_policy
-
-
-def start_server(run_dir: Path, *overrides: str) -> tuple[subprocess.Popen, dict]:
-    """`vla serve ... port=0` in the background; returns it and its serve.json once it listens."""
-    proc = subprocess.Popen([sys.executable, "-m", "vla.cli", "serve", f"checkpoint={CHECKPOINT}", "port=0",
-                             "threads=1", f"hydra.run.dir={run_dir}", *overrides],
-                            cwd=run_dir.parent, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    info = run_dir / "serve.json"
-    deadline = time.monotonic() + 180
-    while not info.is_file():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"vla serve did not start:\n{proc.stdout.read()[-3000:]}")
-        time.sleep(0.2)
-    time.sleep(0.1)  # written before the line is printed; the socket listens already
-    return proc, json.loads(info.read_text())
-
-
-def stop_server(proc: subprocess.Popen) -> str:
-    proc.terminate()  # SIGTERM: stops serving and exits
-    try:
-        out, _ = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out
+from serve_helpers import ENV, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
 def openpi_server(tmp_path_factory):
-    proc, info = start_server(tmp_path_factory.mktemp("serve") / "run", f"seed={SEED}")
+    proc, info = start_server(CHECKPOINT, tmp_path_factory.mktemp("serve") / "run", f"seed={SEED}")
     yield info
     out = stop_server(proc)
     assert proc.returncode == 0, out[-3000:]
@@ -127,7 +100,7 @@ def test_lerobot_async_inference_client_calls_get_a_7d_chunk(tmp_path):
     from sim import spaces
 
     run = tmp_path / "run"
-    proc, info = start_server(run, "protocol=lerobot")
+    proc, info = start_server(CHECKPOINT, run, "protocol=lerobot")
     try:
         channel = grpc.insecure_channel(info["url"], grpc_channel_options())
         stub = services_pb2_grpc.AsyncInferenceStub(channel)

@@ -121,3 +121,22 @@ def test_actions_served_before_the_request_that_the_observation_does_not_show_ar
         b.deliver(token, chunk(100, n=10))
         action, meta = b.tick()
         assert meta["skipped"] == served + 1 and action[0] == 100 + served + 1
+
+
+def test_executing_names_the_actions_the_next_chunk_continues():
+    """RTC (chunk_execution=rtc): at a request, the current chunk from the observation's action on,
+    and how many of its actions run before a chunk inferred now arrives."""
+    b = ChunkBroker(replan_remaining=3, align=True)
+    assert b.executing(ahead=2) is None  # nothing executing yet
+    b.deliver(b.begin_request(), chunk(0, n=8))
+    for _ in range(5):
+        b.tick()
+    cur, start, executing = b.executing(ahead=2)
+    assert cur[start][0] == 5 and executing == 2  # actions 5 and 6 run during the 2-tick inference
+    cur, start, executing = b.executing(lived=1, ahead=2)
+    assert cur[start][0] == 4 and executing == 3  # the frame does not show action 4 yet: it is continued too
+    assert b.executing(ahead=10)[2] == 3  # at most what is left of the chunk
+    # what executes is what the delivered chunk is aligned past: the two are the same actions
+    token = b.begin_request()
+    b.tick(), b.tick()
+    assert b.deliver(token, chunk(100, n=8)) and b.tick()[0][0] == 102

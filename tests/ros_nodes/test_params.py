@@ -57,12 +57,16 @@ def test_ints_are_fine_where_floats_are_expected():
         ({"state_source": "tf"}, "'ee_pose' or 'joint_state'"),
         ({"action_mode": "servo"}, "'auto' or 'delta_eef' or 'joint'"),
         ({"stale_periods": 0.5}, "'stale_periods' = 0.5: >= 1"),
-        ({"policy": "nomodule"}, "'checkpoint' or 'package.module:factory'"),
+        ({"policy": "nomodule"}, "'checkpoint', 'remote' or 'package.module:factory'"),
         ({"min_image_side": 0}, "'min_image_side' = 0: >= 1"),
         ({"workspace_low": [5.0, 5.0, 5.0]}, "each < workspace_high"),
         ({"workspace_high": [1.0, 1.0]}, "'workspace_high' = [1.0, 1.0]: 3 finite numbers"),
         ({"min_episode_start_interval_s": -1.0}, "'min_episode_start_interval_s' = -1.0: >= 0 (seconds)"),
         ({"camera_stale_periods": 0.5}, "'camera_stale_periods' = 0.5: >= 1"),
+        ({"chunk_execution": "smooth"}, "'chunk_execution' = 'smooth': async or sync or rtc"),
+        ({"rtc_delay_ticks": -2}, "'rtc_delay_ticks' = -2: >= 0, or -1 (estimated)"),
+        ({"policy": "remote"}, "'server_url' = '': ws://host:port of a policy server"),
+        ({"policy": "remote", "server_url": "ws://x:1", "remote_timeout_s": 0.0}, "'remote_timeout_s' = 0.0: > 0"),
     ],
 )
 def test_bad_values_name_the_parameter(override, message):

@@ -27,6 +27,9 @@ def make_node(tmp_path):
     made = []
 
     def make(policy=None, **params):
+        """``policy``: a ChunkPolicy object, or the node's 'policy' parameter (e.g. 'remote')."""
+        if isinstance(policy, str):
+            params["policy"], policy = policy, None
         context = Context()
         rclpy.init(context=context, domain_id=isolated_domain_id())
         path = write_params_file(tmp_path / "policy_node.yaml", "policy_node",
