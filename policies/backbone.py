@@ -161,7 +161,7 @@ def build_language_model(cfg: BackboneConfig, path: str | None = None) -> nn.Mod
     return LlamaModel(hf) if cfg.type == "llama" else Qwen2Model(hf)
 
 
-StageTimer = Callable[[str], AbstractContextManager]  # stage(name) -> context (vla.profiling)
+StageTimer = Callable[[str], AbstractContextManager]  # stage(name) -> context (vla.cost)
 
 
 @contextmanager

@@ -137,7 +137,7 @@ class VLAPolicy(PreTrainedPolicy):
         """[B, chunk_size, action_dim] in the normalised action space (the postprocessor undoes it).
 
         ``noise`` fixes the flow head's initial sample (same noise -> same actions); ``stage`` is an
-        optional ``stage(name)`` context-manager factory that ``vla.profiling`` uses to time/count
+        optional ``stage(name)`` context-manager factory that ``vla.cost`` uses to time/count
         the vision, compressor, backbone and action_head stages. ``rtc``: a
         ``policies.action_heads.RTCGuide`` (real-time chunking: the flow sampling is guided to agree
         with the executing prefix of the previous chunk, normalised); None = unguided, unchanged.

@@ -166,7 +166,8 @@ def accel_preset(name: str) -> Any:
 def _count_gflops(policy: Any) -> float | None:
     """FLOPs of one policy call, counted once at start-up (the token budget fixes them)."""
     try:
-        from vla.profiling import count_flops, make_batch
+        from vla.batches import make_batch
+        from vla.cost import count_flops
 
         flops = count_flops(policy.policy, make_batch(policy.policy, policy.preprocessor))["total"]
         policy.reset()

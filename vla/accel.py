@@ -226,7 +226,7 @@ def build_accelerated(model: Any, spec: AccelSpec, device: str = "cpu", seed: in
 
 
 def speedup_line(base: dict[str, Any], fast: dict[str, Any], base_name: str = NONE) -> str:
-    """The one-line summary of two `vla.profiling` rows."""
+    """The one-line summary of two `vla.cost` rows."""
     speedup = base["latency_ms"]["total"] / fast["latency_ms"]["total"]
     share = 100.0 * fast["flops"]["total"] / base["flops"]["total"]
     return f"speedup {speedup:.2f}x vs {base_name}, FLOPs {share:.1f} % of {base_name}"

@@ -1,4 +1,4 @@
-"""An exported folder (`vla export ... format=onnx`, vla/export.py) as a ChunkPolicy run by onnxruntime.
+"""An exported folder (`vla export ... format=onnx`, vla/onnx_export.py) as a ChunkPolicy run by onnxruntime.
 
     policy = vla.runtime.load_policy("outputs/export/<time>/onnx")   # -> OnnxChunkPolicy
     out = policy.infer(obs)            # the runtime obs dict -> {"actions", "timing_ms", "visual_tokens", "keep_masks"}
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-# The exported folder's format (vla/export.py writes it; read here).
+# The exported folder's format (vla/onnx_export.py writes it; read here).
 FORMAT = "onnx"
 FORMAT_VERSION = 1
 ONNX_FILE = "model.onnx"

@@ -128,7 +128,7 @@ class RemoteChunkPolicy:
         from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
         from websockets.sync.client import connect
 
-        from vla.serve import unpackb
+        from vla.wire import unpackb
 
         while self._ws is None:
             now = time.monotonic()
@@ -217,7 +217,7 @@ class RemoteChunkPolicy:
         from websockets.exceptions import ConnectionClosed
 
         from vla.runtime import check_actions
-        from vla.serve import packb, unpackb
+        from vla.wire import packb, unpackb
 
         called = time.monotonic()
         deadline = called + self.timeout_s

@@ -13,6 +13,9 @@ Inputs (paths relative to the repository root, see configs/results.yaml):
   a planned row without its JSON is listed with that command instead of numbers.
 * ``results/published.yaml``: published numbers, each with its source and protocol, shown beside
   ours per suite.
+* ``results/bench/<kind>/<row>.json``: benchmark reports (``kind``: ``rtc`` = `vla bench rtc`'s
+  rtc.json, ``runtimes`` = a `vla profile runtimes=[...]` profile.json), rendered in a "Deployment"
+  section with the command that produced each. ``add=`` records these too (by their content).
 
 Per suite the page shows every row's success with its 95 % Wilson interval (vla.evaluate), per task
 group (``groups`` in configs/results.yaml: regular expressions on task names), training, policy
@@ -36,6 +39,7 @@ from vla.evaluate import wilson_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_CONFIG = "train_config.yaml"
+BENCH_DIR = "bench"  # results/bench/<kind>/<row>.json: benchmark reports, not eval reports
 
 
 # ── inputs ───────────────────────────────────────────────────────────────────────────────────
@@ -77,6 +81,8 @@ def load_reports(results_dir: Path) -> dict[str, dict[str, dict]]:
     if not results_dir.is_dir():
         return out
     for file in sorted(results_dir.glob("*/*.json")):
+        if file.parent.name == BENCH_DIR:
+            continue
         try:
             report = json.loads(file.read_text())
         except json.JSONDecodeError as e:
@@ -86,6 +92,32 @@ def load_reports(results_dir: Path) -> dict[str, dict[str, dict]]:
         if report["env"] != suite:
             raise ValueError(f"{file}: the report is for env '{report['env']}' but lies under results/{suite}/")
         out.setdefault(suite, {})[file.stem] = report
+    return out
+
+
+def bench_kind(report: Any) -> str | None:
+    """'rtc' (`vla bench rtc`), 'runtimes' (`vla profile runtimes=[...]`) or None (not a bench report)."""
+    if not isinstance(report, dict):
+        return None
+    if isinstance(report.get("rows"), list) and all(isinstance(r, dict) and "mode" in r for r in report["rows"]):
+        return "rtc"
+    if isinstance(report.get("runtimes"), dict) and isinstance(report.get("meta"), dict):
+        return "runtimes"
+    return None
+
+
+def load_bench(results_dir: Path) -> dict[str, dict[str, dict]]:
+    """{kind: {row name: report}} from ``<results_dir>/bench/<kind>/<row>.json``."""
+    out: dict[str, dict[str, dict]] = {}
+    for file in sorted((results_dir / BENCH_DIR).glob("*/*.json")):
+        try:
+            report = json.loads(file.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{file}: not valid JSON: {e}") from e
+        kind = bench_kind(report)
+        if kind != file.parent.name:
+            raise ValueError(f"{file}: not a '{file.parent.name}' bench report (its content reads as {kind})")
+        out.setdefault(kind, {})[file.stem] = report
     return out
 
 
@@ -210,13 +242,58 @@ def _suite_section(suite: str, reports: dict[str, dict], planned: list[dict], pu
     return lines
 
 
+def _rtc_section(name: str, report: dict) -> list[str]:
+    from vla.bench.rtc import markdown  # the table `vla bench rtc` prints
+
+    what = (f"`{report.get('checkpoint', '?')}` on {report.get('env', '?')} {report.get('tasks', '')}, "
+            f"split {report.get('split', '?')}, {report.get('episodes', '?')} episodes per cell, seed "
+            f"{report.get('seed', '?')}")
+    return [f"### Real-time chunking: `{name}`", "", f"{what}. Success and the action jerk at chunk switches "
+            "vs elsewhere, per execution mode and injected inference delay (docs/experiments/rtc.md).", "",
+            markdown(report["rows"]), "", f"Reproduce: `{report.get('reproduce', '-')}`", ""]
+
+
+def _runtimes_section(reports: dict[str, dict]) -> list[str]:
+    head = ["row", "policy", "runtime", "ms per call", "vs eager torch", "max |Δ| vs torch"]
+    lines = ["### Export: onnxruntime / torch.compile vs eager torch", "",
+             "Batch 1, interleaved calls in one run per row (the ratio is torch ms / runtime ms; a row's "
+             "numbers compare only with each other).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, report in reports.items():
+        for r in report["runtimes"].values():
+            if "error" in r:
+                cells = [r["policy"], r["runtime"], "-", "-", str(r["error"])[:100]]
+            else:
+                cells = [r["policy"], r["runtime"], f"{r['total_ms']:.2f}", f"{r.get('vs_torch', float('nan')):.2f}x",
+                         f"{r['max_abs_diff']:.1e}"]
+            lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    lines += ["", "Reproduce:", ""]
+    for name, report in reports.items():
+        meta = report["meta"]
+        lines.append(f"- `{name}` ({meta.get('threads', '?')} thread(s), torch {meta.get('torch', '?')}): "
+                     f"`{meta.get('command', '-')}`")
+    return lines + [""]
+
+
+def _bench_sections(bench: dict[str, dict[str, dict]]) -> list[str]:
+    if not bench:
+        return []
+    lines = ["## Deployment", ""]
+    for name, report in bench.get("rtc", {}).items():
+        lines += _rtc_section(name, report)
+    if bench.get("runtimes"):
+        lines += _runtimes_section(bench["runtimes"])
+    return lines
+
+
 def build_page(reports: dict[str, dict[str, dict]], planned: list[dict], published: list[dict],
-               groups: dict[str, dict[str, list[str]]]) -> str:
+               groups: dict[str, dict[str, list[str]]], bench: dict[str, dict[str, dict]] | None = None) -> str:
     suites = list(dict.fromkeys([*sorted(reports), *[p["suite"] for p in planned],
                                  *[s for p in published for s in p["success_pct"]]]))
     lines = [HEADER, ""]
     for suite in suites:
         lines += _suite_section(suite, reports.get(suite, {}), planned, published, groups.get(suite) or {})
+    lines += _bench_sections(bench or {})
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -229,12 +306,18 @@ def _relative(text: str, root: Path) -> str:
 
 def record(eval_json: Path, name: str, results_dir: Path, root: Path = ROOT) -> Path:
     """Copy an eval.json to ``<results_dir>/<env>/<name>.json`` (checkpoint paths made relative to
-    the repository, ``training`` read from the checkpoint's train_config.yaml when it has one)."""
+    the repository, ``training`` read from the checkpoint's train_config.yaml when it has one); a
+    bench report (:func:`bench_kind`) to ``<results_dir>/bench/<kind>/<name>.json``."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
         raise ValueError(f"name must be a file-name-safe row name (letters, digits, _ . -), got {name!r}")
     if not eval_json.is_file():
         raise FileNotFoundError(f"eval report not found: '{eval_json}' (`vla eval` writes <run dir>/eval.json)")
-    report = check_report(json.loads(eval_json.read_text()), str(eval_json))
+    report = json.loads(eval_json.read_text())
+    kind = bench_kind(report)
+    if kind is not None:  # a bench report: paths made relative, filed by kind
+        text = _relative(json.dumps(report, indent=2), root)
+        return _write(results_dir / BENCH_DIR / kind / f"{name}.json", text + "\n")
+    report = check_report(report, str(eval_json))
     ckpt = Path(str(report.get("checkpoint", "")))
     train_cfg = ckpt / TRAIN_CONFIG
     if "training" not in report and train_cfg.is_file():
@@ -244,10 +327,13 @@ def record(eval_json: Path, name: str, results_dir: Path, root: Path = ROOT) -> 
     for key in ("checkpoint", "reproduce"):
         if isinstance(report.get(key), str):
             report[key] = _relative(report[key], root)
-    out = results_dir / str(report["env"]) / f"{name}.json"
+    return _write(results_dir / str(report["env"]) / f"{name}.json", json.dumps(report, indent=2) + "\n")
+
+
+def _write(out: Path, text: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.write_text(text)
     tmp.replace(out)
     return out
 
@@ -258,8 +344,9 @@ def record(eval_json: Path, name: str, results_dir: Path, root: Path = ROOT) -> 
 def render(cfg: DictConfig | dict) -> str:
     cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
     groups = OmegaConf.to_container(cfg.groups, resolve=True) if cfg.get("groups") else {}
-    return build_page(load_reports(_repo_path(cfg.results_dir)), load_planned(_repo_path(cfg.planned)),
-                      load_published(_repo_path(cfg.published)), groups)
+    results_dir = _repo_path(cfg.results_dir)
+    return build_page(load_reports(results_dir), load_planned(_repo_path(cfg.planned)),
+                      load_published(_repo_path(cfg.published)), groups, load_bench(results_dir))
 
 
 def main(cfg: DictConfig) -> str:

@@ -65,55 +65,16 @@ from typing import Any
 
 import numpy as np
 
+from vla.wire import WireDtypeError, packb, unpackb
+
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("openpi", "lerobot")
 HEALTH_PATH = "/healthz"
 API_KEY_HEADER = "Authorization"
 API_KEY_PREFIX = "Api-Key "  # openpi-client's WebsocketClientPolicy(api_key=...) sends "Api-Key <key>"
-# msgpack-numpy dtypes a request may carry: numbers only (no object/void/complex arrays).
-SAFE_DTYPE_KINDS = "biuf"
-
-
 class RequestError(ValueError):
     """A request the server cannot answer; the message goes back to the client as the error reply."""
-
-
-# ── msgpack with numpy arrays: openpi's msgpack_numpy format ─────────────────────────────────
-
-
-def _pack_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind in ("V", "O", "c"):
-            raise ValueError(f"cannot send a numpy array of dtype {obj.dtype}")
-        return {b"__ndarray__": True, b"data": np.ascontiguousarray(obj).tobytes(), b"dtype": obj.dtype.str,
-                b"shape": obj.shape}
-    if isinstance(obj, np.generic):
-        return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
-    raise TypeError(f"cannot msgpack a {type(obj).__name__}")
-
-
-def _unpack_hook(obj: dict) -> Any:
-    if b"__ndarray__" in obj or b"__npgeneric__" in obj:
-        dtype = np.dtype(obj[b"dtype"])
-        if dtype.kind not in SAFE_DTYPE_KINDS:
-            raise RequestError(f"arrays of dtype {dtype} are not accepted (numbers only)")
-        if b"__npgeneric__" in obj:
-            return dtype.type(obj[b"data"])
-        return np.ndarray(buffer=obj[b"data"], dtype=dtype, shape=tuple(obj[b"shape"]))
-    return obj
-
-
-def packb(obj: Any) -> bytes:
-    import msgpack
-
-    return msgpack.packb(obj, default=_pack_default)
-
-
-def unpackb(data: bytes) -> Any:
-    import msgpack
-
-    return msgpack.unpackb(data, object_hook=_unpack_hook)
 
 
 def decode_request(data: bytes | str) -> dict[str, Any]:
@@ -122,8 +83,8 @@ def decode_request(data: bytes | str) -> dict[str, Any]:
         raise RequestError("expected a binary msgpack message (openpi-client's msgpack_numpy), got a text frame")
     try:
         msg = unpackb(data)
-    except RequestError:
-        raise
+    except WireDtypeError as e:
+        raise RequestError(str(e)) from None
     except Exception as e:  # msgpack's ExtraData/FormatError/StackError, numpy's buffer errors, ...
         raise RequestError(f"the message ({len(data)} bytes) is not msgpack-numpy: {type(e).__name__} {e}".rstrip()) from None
     if not isinstance(msg, dict):

@@ -1,4 +1,4 @@
-"""Measured FLOPs (vla.profiling.count_flops) against the analytic count of the backbone.
+"""Measured FLOPs (vla.cost.count_flops) against the analytic count of the backbone.
 
 Backbone FLOPs of one call, counted as FlopCounterMode counts them (matmuls; attention scores as a
 full S x S product; causal masking does not reduce the count):
@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from _policy_helpers import CONFIGS, fake_batch, tiny_config
-from vla.profiling import count_flops
+from vla.cost import count_flops
 
 
 def analytic_backbone_flops(cfg, n_visual: int, n_text: int, n_queries: int, kept_after: int | None = None,

@@ -155,7 +155,8 @@ def test_word_level_stays_the_default_and_its_fingerprint_is_unchanged():
 
 
 def test_profile_shows_the_instruction_stage_cached_and_uncached():
-    from vla.profiling import make_batch, profile_policy
+    from vla.batches import make_batch
+    from vla.cost import profile_policy
 
     policy, pre, _ = minilm_policy("none")
     row = profile_policy(policy, make_batch(policy, pre), repeats=3, warmup=1)

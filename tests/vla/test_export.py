@@ -1,4 +1,4 @@
-"""`vla export format=onnx` (vla/export.py) and the exported folder as a ChunkPolicy (vla/onnx_policy.py).
+"""`vla export format=onnx` (vla/export.py, vla/onnx_export.py) and the exported folder as a ChunkPolicy (vla/onnx_policy.py).
 
 One export of the committed tiny checkpoint, made by the CLI in a subprocess, is shared by the module:
 onnxruntime's actions match eager torch's within 1e-4 for the same observation and noise, the
@@ -45,7 +45,7 @@ def policies(exported):
 
 
 def _obs(robot, instruction: str, seed: int) -> dict:
-    from vla.export import example_observation
+    from vla.onnx_export import example_observation
 
     return example_observation(robot, instruction, seed)
 
@@ -64,7 +64,7 @@ def test_cli_writes_a_self_describing_folder(exported):
 
 
 def test_manifest_names_opset_and_source_fingerprint(exported):
-    from vla.export import sha256
+    from vla.onnx_export import sha256
 
     out, _ = exported
     manifest = json.loads((out / "export.json").read_text())
@@ -127,7 +127,7 @@ def test_unsupported_op_is_named(tmp_path, monkeypatch):
     """A compressor calling an op torch.onnx cannot convert (aten::median) -> an error naming the op,
     the module and the line; nothing is left at ``out``."""
     from compressors.compressor_vla import CompressorVLA
-    from vla.export import UnsupportedOpError, export_checkpoint
+    from vla.onnx_export import UnsupportedOpError, export_checkpoint
 
     forward = CompressorVLA.forward
 
@@ -166,7 +166,8 @@ def test_eval_runs_the_export_like_the_torch_checkpoint(exported, tmp_path):
 def test_profile_compares_runtimes_side_by_side(tmp_path):
     """`vla profile runtimes=[torch,onnx]`: each policy in each runtime on the same batch and noise."""
     from vla.checkpoint import build_policy
-    from vla.profiling import compare_runtimes, format_runtime_table, make_batch
+    from vla.batches import make_batch
+    from vla.cost import compare_runtimes, format_runtime_table
 
     torch.manual_seed(0)
     model = {"name": "tiny", "chunk_size": 8, "n_action_steps": 4, "max_instruction_tokens": 16,

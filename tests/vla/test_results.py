@@ -145,3 +145,36 @@ def test_committed_page_is_what_the_committed_reports_give():
         assert f"| `{file.stem}` |" in page
     for row in results.load_published(results.ROOT / cfg.published):
         assert row["url"].startswith("https://") and f"]({row['url']})" in page
+
+
+def test_bench_reports_make_the_deployment_section(inputs, tmp_path):
+    """`vla bench rtc` and `vla profile runtimes=[...]` reports, recorded with add=, become tables."""
+    _, cfg = inputs
+    rtc = {"checkpoint": str(tmp_path / "ckpt"), "env": "tabletop", "tasks": ["push_red_left"], "split": "heldout",
+           "episodes": 10, "seed": 0, "reproduce": "vla bench rtc",
+           "rows": [{"mode": m, "delay_ms": 100.0, "delay_steps": 2, "successes": k, "episodes": 10,
+                     "ci95": list(wilson_interval(k, 10)), "mean_length": 50.0, "jerk_boundary": jb,
+                     "jerk_other": 0.3, "jerk_ratio": jb / 0.3, "holds_per_episode": 2.0}
+                    for m, k, jb in (("async", 9, 0.452), ("rtc", 7, 0.383))]}
+    profile = {"meta": {"command": "vla profile model=tiny 'runtimes=[torch,onnx]'", "threads": 1, "torch": "2.x"},
+               "rows": {}, "runtimes": {
+                   "none / torch": {"policy": "none", "runtime": "torch", "total_ms": 11.5, "max_abs_diff": 0.0,
+                                    "vs_torch": 1.0},
+                   "none / onnx": {"policy": "none", "runtime": "onnx", "total_ms": 7.4, "max_abs_diff": 4.8e-7,
+                                   "vs_torch": 11.5 / 7.4}}}
+    for name, report in (("rtc", rtc), ("profile", profile)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(report))
+    results.record(tmp_path / "rtc.json", "tiny_rtc", tmp_path / "results", root=tmp_path)
+    results.record(tmp_path / "profile.json", "tiny_onnx", tmp_path / "results", root=tmp_path)
+    saved = json.loads((tmp_path / "results" / "bench" / "rtc" / "tiny_rtc.json").read_text())
+    assert saved["checkpoint"] == "ckpt"  # repository-relative
+    page = results.render(cfg)
+    section = page[page.index("## Deployment"):]
+    assert "| rtc | 100 (2) | 7/10 | [0.40, 0.89] | 50.0 | 0.383 | 0.300 | 1.28 | 2.0 |" in section
+    assert "| `tiny_onnx` | none | onnx | 7.40 | 1.55x | 4.8e-07 |" in section
+    assert "`vla profile model=tiny 'runtimes=[torch,onnx]'`" in section and "Reproduce: `vla bench rtc`" in section
+    assert "tiny_rtc" not in page[:page.index("## Deployment")]  # not read as an eval report
+    # a file under the wrong kind is named
+    (tmp_path / "results" / "bench" / "rtc" / "bad.json").write_text(json.dumps(profile))
+    with pytest.raises(ValueError, match="bad.json: not a 'rtc' bench report"):
+        results.render(cfg)

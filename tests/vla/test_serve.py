@@ -20,7 +20,8 @@ from sim import spaces
 from tiny_models import save_tiny_checkpoint
 from vla.remote import RemoteChunkPolicy, RemotePolicyError, RemotePolicyTimeout, RemoteRequestError
 from vla.runtime import load_policy
-from vla.serve import PolicyServer, packb
+from vla.serve import PolicyServer
+from vla.wire import packb
 
 # openpi's own client (make install: pip install --no-deps openpi-client): missing fails, never skips.
 from openpi_client import websocket_client_policy

@@ -11,7 +11,7 @@ Per method (vla/bench/methods.py: budgets, which weights each row runs):
    dataset root); save it as ``<run>/checkpoints/<method>`` (what the evaluation loads).
 2. **success**: ``vla.evaluate.evaluate`` on the same tasks, layouts and seeds for every method
    (episode i of a task = held-out layout i, seed from (seed, task, i)); Wilson 95 % CI.
-3. **cost**: ``vla.profiling.profile_policies`` on one real observation: visual tokens into the
+3. **cost**: ``vla.cost.profile_policies`` on one real observation: visual tokens into the
    backbone, GFLOPs per call, batch-1 latency p50/p99 and per stage with ALL methods INTERLEAVED in
    this process (each round calls every method once, rotating the order), so machine load hits all
    alike; speedup and FLOPs ratio vs ``none``.
@@ -148,7 +148,7 @@ def evaluate_method(cfg: DictConfig, env_cfg: dict, tasks: list[str], p: M.Prepa
 
 
 def profile_all(cfg: DictConfig, prepared: dict[str, M.Prepared], obs: dict[str, Any]) -> dict[str, dict]:
-    from vla.profiling import profile_policies
+    from vla.cost import profile_policies
 
     policies = {n: p.policy for n, p in prepared.items()}
     batches = {n: to_batch(p.policy, p.preprocessor, obs) for n, p in prepared.items()}
