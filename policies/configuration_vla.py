@@ -33,7 +33,7 @@ IMAGE_RESIZE = ("pad", "crop")
 DTYPES = ("float32", "bfloat16", "float16")
 # Fields of the architecture groups that change how the weights are used, not what they are:
 # left out of architecture() so they can be set when loading a checkpoint.
-RUNTIME_FIELDS = ("head.cache_interval",)
+RUNTIME_FIELDS = ("head.cache_interval", "vision.prune_after", "vision.prune_keep")
 
 
 @dataclass
@@ -47,6 +47,9 @@ class VisionConfig:
         film: condition the tower on the instruction (FiLM after the patch embedding and after
             every layer, as RT-1 and BC-Z do). For towers trained from scratch, which otherwise
             must learn to find the named object from pixels alone (``policies/backbone.VisionFiLM``).
+        prune_after, prune_keep: instruction-guided token halting (``policies/vision_pruning.py``):
+            after layer ``prune_after`` only the ``prune_keep`` fraction of patches most relevant to
+            the instruction run the remaining layers (None = off). No weights: a load-time switch.
     """
 
     image_size: int = 128
@@ -56,6 +59,8 @@ class VisionConfig:
     num_heads: int = 4
     intermediate_size: int = 512
     film: bool = False
+    prune_after: int | None = None
+    prune_keep: float = 1.0
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -277,6 +282,9 @@ class VLAConfig(PreTrainedConfig):
                 f"vision.image_size={self.vision.image_size} is not a multiple of "
                 f"vision.patch_size={self.vision.patch_size}"
             )
+        from policies.vision_pruning import check_prune
+
+        check_prune(self.vision.prune_after, self.vision.prune_keep, self.vision.num_layers)
         if self.head.type not in HEAD_TYPES:
             raise ValueError(f"head.type must be one of {HEAD_TYPES}, got '{self.head.type}'")
         if self.backbone.prefix_attention not in PREFIX_ATTENTION:

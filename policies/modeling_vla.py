@@ -45,6 +45,7 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
 from policies.action_heads import build_action_head
 from policies.backbone import LanguageBackbone, VisionFiLM, build_vision_tower, use_eager_attention
+from policies.vision_pruning import run_pruned_tower
 from policies.checkpoint_files import (
     POSTPROCESSOR_FILE,
     PREPROCESSOR_FILE,
@@ -386,13 +387,15 @@ class VLAModel(nn.Module):
 
     # --- stages ----------------------------------------------------------------------------------
     def encode_images(
-        self, images: Tensor, instruction_pooled: Tensor | None = None
+        self, images: Tensor, instruction_pooled: Tensor | None = None, instruction_visual: Tensor | None = None
     ) -> tuple[list[Tensor], list[Tensor] | None]:
         """[B, C, 3, H, W] in [0, 1] -> (per camera [B, N, Dv] + camera embedding, saliency or None).
 
         Saliency (only when the compressor wants it) = attention each token receives in the tower's
         last layer, averaged over heads and query tokens, per camera [B, N]. ``instruction_pooled``
-        [B, Dl] drives the tower's FiLM when the config asks for it (``vision.film``).
+        [B, Dl] drives the tower's FiLM when the config asks for it (``vision.film``);
+        ``instruction_visual`` [B, Dv] picks the patches that run the whole tower when
+        ``vision.prune_after`` is set (policies/vision_pruning.py).
         """
         b, c = images.shape[:2]
         pixels = images.flatten(0, 1) * 2.0 - 1.0  # SigLIP normalisation (mean = std = 0.5)
@@ -407,6 +410,10 @@ class VLAModel(nn.Module):
             if self.wants_vision_attention:
                 tokens, probs = _run_capturing_last_attention(self.vision, pixels)
                 saliency = list(probs.mean(dim=(1, 2)).unflatten(0, (b, c)).unbind(1))
+            elif self.config.vision.prune_after is not None:
+                query = None if instruction_visual is None else instruction_visual.repeat_interleave(c, dim=0)
+                tokens = run_pruned_tower(self.vision, pixels, self.config.vision.prune_after,
+                                          self.config.vision.prune_keep, query)
             else:
                 tokens = self.vision(pixel_values=pixels).last_hidden_state  # [B*C, N, Dv]
         tokens = tokens.unflatten(0, (b, c)) + self.camera_embed[None, :, None, :]
@@ -446,7 +453,7 @@ class VLAModel(nn.Module):
         with stage("compressor" if self.text_encoder is None else "instruction"):
             instr, pooled, ctx = self.instruction(inputs["tokens"], inputs["token_mask"])
         with stage("vision"):
-            per_camera, saliency = self.encode_images(inputs["images"], pooled)
+            per_camera, saliency = self.encode_images(inputs["images"], pooled, ctx.pooled)
         with stage("compressor"):
             visual, kept = self.compress(per_camera, ctx, saliency)
         with stage("backbone"):

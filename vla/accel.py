@@ -48,6 +48,7 @@ class AccelSpec:
     fallback_compressor: dict | None = None
     keep_ratio: float | None = None
     cache_interval: int = 1
+    vision_prune: dict | None = None  # {after: fraction of the tower's layers, keep, min_layers}; None = off
     calib: str | None = None  # dataset root for load-time pruning; None = synthetic observations
     calib_batches: int = 4
     calib_batch_size: int = 8
@@ -74,6 +75,12 @@ def accel_spec(cfg: Any) -> AccelSpec | None:
     spec = AccelSpec(**d)
     if spec.cache_interval < 1:
         raise ValueError(f"accel.cache_interval must be >= 1, got {spec.cache_interval}")
+    if spec.vision_prune is not None:
+        vp = dict(spec.vision_prune)
+        unknown = sorted(set(vp) - {"after", "keep", "min_layers"})
+        if unknown or not 0 < float(vp.get("after", 0)) < 1 or not 0 < float(vp.get("keep", 0)) <= 1:
+            raise ValueError(f"accel.vision_prune must be {{after: fraction of the tower's layers in (0, 1), keep: "
+                             f"in (0, 1], min_layers: int}}, got {spec.vision_prune}")
     return spec
 
 
@@ -187,6 +194,16 @@ def resolve_compressor(policy, spec: AccelSpec) -> tuple[dict | None, str]:
     return target, f"'{target['name']}' (training-free) on a checkpoint trained with 'none'"
 
 
+def set_vision_prune(policy, prune: dict) -> str:
+    """Turn on token halting in the vision tower (policies/vision_pruning.py) if it is deep enough."""
+    vision = policy.config.vision
+    if vision.num_layers < int(prune.get("min_layers", 1)):
+        return f"off: a {vision.num_layers}-layer tower (< min_layers {prune['min_layers']})"
+    after = min(max(1, round(float(prune["after"]) * vision.num_layers)), vision.num_layers - 1)
+    vision.prune_after, vision.prune_keep = after, float(prune["keep"])
+    return f"after layer {after} of {vision.num_layers}, keep {vision.prune_keep:g} of the patches"
+
+
 def accelerate(policy, preprocessor, spec: AccelSpec | Any, calibrate: Calibrate | None = None) -> tuple[Any, dict]:
     """Apply a preset to a loaded policy; returns (policy -- a new object if the compressor changed, notes).
 
@@ -207,6 +224,8 @@ def accelerate(policy, preprocessor, spec: AccelSpec | Any, calibrate: Calibrate
             how = spec.calib or ("synthetic" if calibrate is None else "caller's frames")
             notes["pruning"] = (f"removed layers {report['removed']} of {report['num_layers_before']} "
                                 f"(calibration: {how})") if report else "nothing to prune"
+    if spec.vision_prune is not None:
+        notes["vision_prune"] = set_vision_prune(policy, spec.vision_prune)
     if spec.cache_interval > 1:
         notes["cache"] = f"interval {spec.cache_interval}" if set_cache_interval(policy, spec.cache_interval) else \
             "no flow head: no step cache"

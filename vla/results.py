@@ -14,8 +14,9 @@ Inputs (paths relative to the repository root, see configs/results.yaml):
 * ``results/published.yaml``: published numbers, each with its source and protocol, shown beside
   ours per suite.
 * ``results/bench/<kind>/<row>.json``: benchmark reports (``kind``: ``rtc`` = `vla bench rtc`'s
-  rtc.json, ``runtimes`` = a `vla profile runtimes=[...]` profile.json), rendered in a "Deployment"
-  section with the command that produced each. ``add=`` records these too (by their content).
+  rtc.json, ``runtimes`` = a `vla profile runtimes=[...]` profile.json, ``profile`` = any other
+  `vla profile` profile.json: per-stage cost), rendered in "Cost" and "Deployment" sections with the
+  command that produced each. ``add=`` records these too (by their content).
 
 Per suite the page shows every row's success with its 95 % Wilson interval (vla.evaluate), per task
 group (``groups`` in configs/results.yaml: regular expressions on task names), training, policy
@@ -103,6 +104,8 @@ def bench_kind(report: Any) -> str | None:
         return "rtc"
     if isinstance(report.get("runtimes"), dict) and isinstance(report.get("meta"), dict):
         return "runtimes"
+    if isinstance(report.get("rows"), dict) and isinstance(report.get("meta"), dict):
+        return "profile"
     return None
 
 
@@ -275,10 +278,28 @@ def _runtimes_section(reports: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
+def _profile_section(name: str, report: dict) -> list[str]:
+    from vla.accel import speedup_line
+    from vla.cost import format_table
+
+    rows, meta = report["rows"], report["meta"]
+    lines = [f"### `{name}`", "", f"{meta.get('title', '')}.", "", format_table(rows, markdown=True), ""]
+    fast = [k for k in rows if k.startswith("accel=")]
+    if "none" in rows and fast:
+        lines += [f"`{fast[0]}`: {speedup_line(rows['none'], rows[fast[0]])}.", ""]
+    return lines + [f"Reproduce: `{meta.get('command', '-')}`", ""]
+
+
 def _bench_sections(bench: dict[str, dict[str, dict]]) -> list[str]:
-    if not bench:
-        return []
-    lines = ["## Deployment", ""]
+    lines = []
+    if bench.get("profile"):
+        lines += ["## Cost of one policy call", "", "FLOPs and per-stage latency (`vla profile`), random weights at "
+                  "each preset's dimensions; the methods of one table ran interleaved in one process.", ""]
+        for name, report in bench["profile"].items():
+            lines += _profile_section(name, report)
+    if not (bench.get("rtc") or bench.get("runtimes")):
+        return lines
+    lines += ["## Deployment", ""]
     for name, report in bench.get("rtc", {}).items():
         lines += _rtc_section(name, report)
     if bench.get("runtimes"):
