@@ -361,7 +361,7 @@ def compare_runtimes(policies: dict[str, Any], batches: dict[str, dict[str, Any]
 
 
 def format_runtime_table(rows: dict[str, dict], markdown: bool = False) -> str:
-    header = ["policy", "runtime", "total ms", "±IQR", "vs torch", "max |Δ| vs torch"]
+    header = ["policy", "runtime", "total ms", "±IQR", "vs torch", "max abs diff vs torch"]
     body = []
     for r in rows.values():
         if "error" in r:

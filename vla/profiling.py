@@ -12,6 +12,7 @@ the Hydra run dir, with the command that reproduces them.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def _reproduce_command() -> str:
         overrides = [o for o in HydraConfig.get().overrides.task]
     except Exception:  # noqa: BLE001 - outside a Hydra run
         overrides = sys.argv[1:]
-    return "HF_HUB_OFFLINE=1 vla profile " + " ".join(overrides)
+    return "HF_HUB_OFFLINE=1 vla profile " + " ".join(shlex.quote(o) for o in overrides)  # pasteable
 
 
 def _run_dir() -> Path:

@@ -257,7 +257,7 @@ def _rtc_section(name: str, report: dict) -> list[str]:
 
 
 def _runtimes_section(reports: dict[str, dict]) -> list[str]:
-    head = ["row", "policy", "runtime", "ms per call", "vs eager torch", "max |Δ| vs torch"]
+    head = ["row", "policy", "runtime", "ms per call", "vs eager torch", "max abs diff vs torch"]
     lines = ["### Export: onnxruntime / torch.compile vs eager torch", "",
              "Batch 1, interleaved calls in one run per row (the ratio is torch ms / runtime ms; a row's "
              "numbers compare only with each other).", "",
