@@ -37,6 +37,17 @@ def test_no_heldout_wording_is_in_the_augmentation_templates():
     assert not held_templates & aug_templates
 
 
+def test_wrong_object_control_names_another_task_of_the_same_family():
+    from vla.instructions import eval_wordings
+
+    wrong = eval_wordings(None, "configs/instructions/tabletop_wrong_object.yaml", "tabletop", list(TASKS))
+    by_instruction = {t.instruction: t for t in TASKS.values()}
+    for name, (wording,) in wrong.items():
+        other = by_instruction[wording]  # the exact instruction of another tabletop task ...
+        assert other.name != name and other.family == TASKS[name].family  # ... of the same family
+        assert other.obj != TASKS[name].obj  # naming another object
+
+
 def test_paraphraser_draws_per_sample_reproducibly_and_keeps_unknown_strings():
     aug = Paraphraser(InstructionSet.load(AUGMENT), p=0.5)
     tasks = ["put the red cube in the bowl"] * 200 + ["wipe the table"]
