@@ -186,15 +186,42 @@ class Participant:
         self.context.try_shutdown()
 
 
-class FakeRobot(Participant):
+class DrivenParticipant(Participant):
+    """A participant with a driver thread, like a robot's driver: ``publish_tick(stamp)`` at ``rate_hz``
+    on the steady clock until ``close``. Subclasses call ``start_driver`` at the end of ``__init__``."""
+
+    rate_hz: float = 30.0
+
+    def start_driver(self) -> None:
+        import threading
+
+        self._stopping = threading.Event()
+        self._driver = threading.Thread(target=self._drive, name=f"{self.node.get_name()}.driver", daemon=True)
+        self._driver.start()
+
+    def publish_tick(self, stamp) -> None:
+        raise NotImplementedError
+
+    def _drive(self) -> None:
+        period, next_t = 1.0 / self.rate_hz, time.monotonic()
+        while not self._stopping.is_set():
+            self.publish_tick(self.node.get_clock().now().to_msg())
+            next_t += period
+            self._stopping.wait(max(0.0, next_t - time.monotonic()))
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._driver.join(timeout=5.0)
+        super().close()
+
+
+class FakeRobot(DrivenParticipant):
     """The tabletop arm's stand-in (sim/spaces.py: its cameras, an 8-D end-effector state): publishes
     synthetic camera frames, end-effector pose and gripper joints at ``rate_hz`` (on its own thread,
     like a driver), and a latched instruction. ``cameras_on`` pauses/resumes the frames."""
 
     def __init__(self, domain_id: int | None = None, rate_hz: float = 30.0, image_hw: tuple[int, int] = (96, 128),
                  instruction: str = "put the red cube on the blue plate", prefix: str = "/vla"):
-        import threading
-
         from geometry_msgs.msg import PoseStamped
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image, JointState
@@ -217,38 +244,26 @@ class FakeRobot(Participant):
         self.last_frame_time = 0.0  # time.monotonic() of the last published frame
         self.last_frame_stamp = 0.0  # its header stamp (ROS time, seconds)
         self.frames = 0
-        self._stopping = threading.Event()
-        self._driver = threading.Thread(target=self._run, name="fake_robot.driver", daemon=True)
-        self._driver.start()
+        self._base = np.add.outer(np.arange(image_hw[0]), np.arange(image_hw[1]))
+        self._state = np.array([0.4, 0.0, 0.2, 3.1, 0.0, 0.0, 0.04, -0.04])
+        self.start_driver()
 
-    def _run(self) -> None:
+    def publish_tick(self, stamp) -> None:
         from ros_nodes import conversions as conv
 
-        h, w = self.image_hw
-        base = np.add.outer(np.arange(h), np.arange(w))
-        period, next_t = 1.0 / self.rate_hz, time.monotonic()
-        state = np.array([0.4, 0.0, 0.2, 3.1, 0.0, 0.0, 0.04, -0.04])
-        while not self._stopping.is_set():
-            stamp = self.node.get_clock().now().to_msg()
-            if self.cameras_on:
-                img = (np.stack([base + self.frames, base, base], axis=-1) % 256).astype(np.uint8)
-                for cam, pub in self.pub_images.items():
-                    pub.publish(conv.rgb_to_image(img, stamp, cam))
-                self.last_frame_time = time.monotonic()
-                self.last_frame_stamp = conv.stamp_seconds(stamp)
-                self.frames += 1
-            self.pub_pose.publish(conv.pose_from_state(state, stamp, "world"))
-            self.pub_joints.publish(conv.joint_state(self.gripper_joints, state[6:8], stamp))
-            next_t += period
-            self._stopping.wait(max(0.0, next_t - time.monotonic()))
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._driver.join(timeout=5.0)
-        super().close()
+        if self.cameras_on:
+            base = self._base
+            img = (np.stack([base + self.frames, base, base], axis=-1) % 256).astype(np.uint8)
+            for cam, pub in self.pub_images.items():
+                pub.publish(conv.rgb_to_image(img, stamp, cam))
+            self.last_frame_time = time.monotonic()
+            self.last_frame_stamp = conv.stamp_seconds(stamp)
+            self.frames += 1
+        self.pub_pose.publish(conv.pose_from_state(self._state, stamp, "world"))
+        self.pub_joints.publish(conv.joint_state(self.gripper_joints, self._state[6:8], stamp))
 
 
-class JointRobot(Participant):
+class JointRobot(DrivenParticipant):
     """A joint-space arm's stand-in (an SO-100, say): cameras ``cameras`` (name -> (h, w)) and a
     ``sensor_msgs/JointState`` of ``joints`` in radians at ``rate_hz``, the joints in a shuffled order
     in every message and, with ``split``, over two messages (as ALOHA's per-arm drivers publish).
@@ -285,9 +300,9 @@ class JointRobot(Participant):
         self.pub_instruction = n.create_publisher(String, f"{prefix}/instruction", LATCHED)
         self.pub_instruction.publish(String(data=instruction))
         n.create_subscription(JointTrajectory, f"{prefix}/cmd/joint_trajectory", self._on_command, 100)
-        self._stopping = threading.Event()
-        self._driver = threading.Thread(target=self._run, name="joint_robot.driver", daemon=True)
-        self._driver.start()
+        self._images = {c: np.add.outer(np.arange(h), np.arange(w)) for c, (h, w) in self.cameras.items()}
+        self._frame = 0
+        self.start_driver()
 
     def _on_command(self, msg) -> None:
         index = {name: i for i, name in enumerate(msg.joint_names)}
@@ -308,32 +323,22 @@ class JointRobot(Participant):
         order = [rows[0][1].index(j) for j in self.joints]
         return np.array([t for t, _, _ in rows]), np.stack([pos[order] for _, _, pos in rows])
 
-    def _run(self) -> None:
+    def publish_tick(self, stamp) -> None:
         from ros_nodes import conversions as conv
 
-        imgs = {c: np.add.outer(np.arange(h), np.arange(w)) for c, (h, w) in self.cameras.items()}
-        period, next_t, frame = 1.0 / self.rate_hz, time.monotonic(), 0
-        while not self._stopping.is_set():
-            stamp = self.node.get_clock().now().to_msg()
-            if self.cameras_on:
-                for c, pub in self.pub_images.items():
-                    pub.publish(conv.rgb_to_image((np.stack([imgs[c] + frame] * 3, -1) % 256).astype(np.uint8), stamp, c))
-                frame += 1
-            with self._lock:
-                values = dict(zip(self.joints, self.position))
-            names = [j for j in self.joints if j not in self.drop]
-            self.rng.shuffle(names)
-            parts = [names[: len(names) // 2], names[len(names) // 2:]] if self.split else [names]
-            for part in parts:
-                self.pub_joints.publish(conv.joint_state(part, [values[j] for j in part], stamp))
-                self.messages += 1
-            next_t += period
-            self._stopping.wait(max(0.0, next_t - time.monotonic()))
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._driver.join(timeout=5.0)
-        super().close()
+        if self.cameras_on:
+            for c, pub in self.pub_images.items():
+                img = (np.stack([self._images[c] + self._frame] * 3, -1) % 256).astype(np.uint8)
+                pub.publish(conv.rgb_to_image(img, stamp, c))
+            self._frame += 1
+        with self._lock:
+            values = dict(zip(self.joints, self.position))
+        names = [j for j in self.joints if j not in self.drop]
+        self.rng.shuffle(names)
+        parts = [names[: len(names) // 2], names[len(names) // 2:]] if self.split else [names]
+        for part in parts:
+            self.pub_joints.publish(conv.joint_state(part, [values[j] for j in part], stamp))
+            self.messages += 1
 
 
 class CommandRecorder(Participant):
