@@ -49,6 +49,7 @@ BENCHES: dict[str, Command] = {
     "env-speed": Command("sim.speed:main", "bench/env_speed", "env steps/s with cameras on/off"),
     "ros": Command("ros_nodes.bench:main", "bench/ros", "frame->action latency and action rate over the ROS 2 SIL loop"),
     "rtc": Command("vla.bench.rtc:main", "bench/rtc", "success and chunk-boundary jerk: sync / async / RTC execution per inference delay"),
+    "study": Command("vla.bench.study:main", "bench/study", "the matched-budget compression study: every method trained alike, then benched (resumable)"),
 }
 
 # `vla ros <name>`: the ROS 2 layer (ros_nodes/), each with configs/ros/<name>.yaml.

@@ -15,8 +15,9 @@ Inputs (paths relative to the repository root, see configs/results.yaml):
   ours per suite.
 * ``results/bench/<kind>/<row>.json``: benchmark reports (``kind``: ``rtc`` = `vla bench rtc`'s
   rtc.json, ``runtimes`` = a `vla profile runtimes=[...]` profile.json, ``profile`` = any other
-  `vla profile` profile.json: per-stage cost), rendered in "Cost" and "Deployment" sections with the
-  command that produced each. ``add=`` records these too (by their content).
+  `vla profile` profile.json: per-stage cost, ``compression`` = a `vla bench` / `vla bench study`
+  bench.json: methods side by side), rendered in "Compression", "Cost" and "Deployment" sections with
+  the command that produced each. ``add=`` records these too (by their content).
 
 Per suite the page shows every row's success with its 95 % Wilson interval (vla.evaluate), per task
 group (``groups`` in configs/results.yaml: regular expressions on task names), training, policy
@@ -105,6 +106,8 @@ def bench_kind(report: Any) -> str | None:
     if isinstance(report.get("runtimes"), dict) and isinstance(report.get("meta"), dict):
         return "runtimes"
     if isinstance(report.get("rows"), dict) and isinstance(report.get("meta"), dict):
+        if all(isinstance(r, dict) and "weights" in r for r in report["rows"].values()):
+            return "compression"  # `vla bench` (policy) / `vla bench study`: methods side by side
         return "profile"
     return None
 
@@ -290,8 +293,26 @@ def _profile_section(name: str, report: dict) -> list[str]:
     return lines + [f"Reproduce: `{meta.get('command', '-')}`", ""]
 
 
+def _compression_section(name: str, report: dict) -> list[str]:
+    from vla.bench.report import goal_line, markdown_table
+
+    meta = report["meta"]
+    what = (f"{meta.get('env', '?')} {meta.get('split', '?')}, {meta.get('episodes', '?')} episodes x "
+            f"{len(meta.get('tasks') or [])} tasks per method, {meta.get('budget_per_camera', '?')} visual tokens "
+            f"per camera; weights: `own` = the method trained with the same recipe, `default` = training-free on "
+            f"the trained `none` policy, `untrained` = cost only")
+    lines = [f"### `{name}`", "", f"{what}.", "", markdown_table(report, videos=False), ""]
+    if report.get("goal"):
+        lines += [goal_line(report["goal"]), ""]
+    return lines + [f"Reproduce: `{meta.get('command', '-')}`", ""]
+
+
 def _bench_sections(bench: dict[str, dict[str, dict]]) -> list[str]:
     lines = []
+    if bench.get("compression"):
+        lines += ["## Compression methods side by side", ""]
+        for name, report in bench["compression"].items():
+            lines += _compression_section(name, report)
     if bench.get("profile"):
         lines += ["## Cost of one policy call", "", "FLOPs and per-stage latency (`vla profile`), random weights at "
                   "each preset's dimensions; the methods of one table ran interleaved in one process.", ""]

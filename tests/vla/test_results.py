@@ -178,3 +178,25 @@ def test_bench_reports_make_the_deployment_section(inputs, tmp_path):
     (tmp_path / "results" / "bench" / "rtc" / "bad.json").write_text(json.dumps(profile))
     with pytest.raises(ValueError, match="bad.json: not a 'rtc' bench report"):
         results.render(cfg)
+
+
+def test_a_compression_bench_gets_its_table(inputs, tmp_path):
+    """A `vla bench` / `vla bench study` bench.json (methods side by side) is its own section."""
+    _, cfg = inputs
+
+    def row(method, weights, k):
+        return {"method": method, "weights": weights, "visual_tokens": 512 if method == "none" else 160,
+                "visual_tokens_after": 512 if method == "none" else 160, "layers": 4, "cache_interval": 1,
+                "gflops": 1.0 if method == "none" else 0.4, "flops_ratio": 1.0 if method == "none" else 0.4,
+                "speedup": 1.0 if method == "none" else 1.9, "latency_ms": {"p50": 10.0, "p99": 12.0},
+                "success": {"rate": k / 20, "ci95": list(wilson_interval(k, 20)), "successes": k, "episodes": 20}}
+
+    report = {"meta": {"env": "tabletop", "split": "heldout", "episodes": 20, "tasks": ["push_red_left"],
+                       "budget_per_camera": 80, "methods": ["none", "pool"], "command": "vla bench study dataset=d"},
+              "rows": {"none": row("none", "own", 15), "pool": row("pool", "own", 12)}, "goal": None}
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    results.record(tmp_path / "bench.json", "study_b80_trained", tmp_path / "results", root=tmp_path)
+    page = results.render(cfg)
+    section = page[page.index("## Compression methods side by side"):]
+    assert "| pool | own ckpt | 160 | 4 | - | 0.400 | 40.0 % | 10.0 | 12.0 | 1.90× | 0.60 [0.39, 0.78] (12/20) |" in section
+    assert "Reproduce: `vla bench study dataset=d`" in section

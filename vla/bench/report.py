@@ -124,7 +124,7 @@ def markdown_table(report: dict[str, Any], rel_to: Path | None = None, videos: b
     for row in report["rows"].values():
         ratio = "-" if row.get("flops_ratio") is None else f"{100 * row['flops_ratio']:.1f} %"
         speed = "-" if row.get("speedup") is None else f"{row['speedup']:.2f}×"
-        video = row["video"] or ""
+        video = row.get("video") or ""
         if video and rel_to is not None:
             video = str(Path(video).relative_to(rel_to)) if Path(video).is_relative_to(rel_to) else video
         cells = (row["method"], _weights(row), _tokens(row), str(row["layers"]),
