@@ -262,7 +262,7 @@ class PolicyNode(Node):
         self.last_inference: dict[str, Any] = {}  # the last inference diagnostics
         self.frame_to_action_ms: deque[float] = deque(maxlen=10_000)
         self.inference_ms: deque[float] = deque(maxlen=10_000)
-        self._publish_times: deque[float] = deque(maxlen=256)
+        self._publish_times: deque[float] = deque(maxlen=1024)  # > 30 s at 30 Hz: a whole SIL episode
         self._action_stamps: deque[float] = deque(maxlen=64)  # ROS time of each chunk action published
 
         self._lock = threading.Lock()  # guards the latest inputs below (callbacks vs control tick)
@@ -630,6 +630,10 @@ class PolicyNode(Node):
         self._diagnostics("inference", DiagnosticStatus.ERROR, f"inference failed: {error!r}"[:200], {})
 
     # --------------------------------------------------------------------------- diagnostics
+    def publish_times(self) -> np.ndarray:
+        """``self.clock()`` times of the last commands published (up to 256)."""
+        return np.array(self._publish_times, dtype=np.float64)
+
     def action_rate_hz(self) -> float:
         t = list(self._publish_times)
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0

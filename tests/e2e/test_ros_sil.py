@@ -43,7 +43,7 @@ POLICIES = {  # bringup overrides, task, the episode's expected reset options (N
 # the bridge used to step on a clock of its own, which put the new chunk one action off the state
 # it was planned from in some bringups; this test then retried up to 3 bringups).
 # `vla bench ros episodes=20 [hogs=2]` measures the first-attempt success rate of the trained
-# checkpoints (18/20 with two CPU hogs); it is a rate, not a certainty: `vla eval` itself gets 15/20
+# checkpoints (the tiny one 20/20 with two CPU hogs); it is a rate, not a certainty: `vla eval` itself gets 15/20
 # with this specialist at seeds 1 and 2 (19/20 at seed 0) because the flow head samples noise. So one
 # bringup asserts success only for the deterministic expert double; for the trained checkpoints it
 # asserts the loop (commands drive the sim at the control rate, no inference failure, the outcome is
