@@ -61,17 +61,20 @@ install: $(STAMP) sysdeps
 # (checkpoints/README.md has the commands that reproduce them), in closed loop with `vla eval`:
 # the cpu + compressor_vla one-layout specialist on its layout, then the tiny + compressor_vla
 # policy trained on 400 layouts on held-out layouts it never saw, then the tiny + compressor_vla
-# policy of all 13 tasks on held-out layouts. Success tables, videos, reports.
+# policy of all 13 tasks on held-out layouts, then the same recipe reading instructions with a
+# pretrained text encoder, given wordings it never saw. Success tables, videos, reports.
 TABLETOP_EVAL := $(VLA) eval env=tabletop num_envs=2 threads=1
 DEMO_EVAL := $(TABLETOP_EVAL) 'tasks=[push_red_left]'
 demo: install
-	@echo "== 1/3: checkpoints/push_red_left_cvla (cpu model + compressor_vla, trained on ONE layout) on that layout =="
+	@echo "== 1/4: checkpoints/push_red_left_cvla (cpu model + compressor_vla, trained on ONE layout) on that layout =="
 	$(DEMO_EVAL) checkpoint=checkpoints/push_red_left_cvla env.num_layouts=1 split=train episodes=6 hydra.run.dir=outputs/demo/cpu_specialist_train_layout
-	@echo "== 2/3: checkpoints/push_red_left_tiny_cvla (tiny model + compressor_vla, trained on 400 layouts) on 10 held-out layouts =="
+	@echo "== 2/4: checkpoints/push_red_left_tiny_cvla (tiny model + compressor_vla, trained on 400 layouts) on 10 held-out layouts =="
 	$(DEMO_EVAL) checkpoint=checkpoints/push_red_left_tiny_cvla split=heldout episodes=10 hydra.run.dir=outputs/demo/tiny_heldout_layouts
-	@echo "== 3/3: checkpoints/tabletop_tiny_cvla (tiny model + compressor_vla, all 13 tasks, 80 layouts each) on 2 held-out layouts per task =="
+	@echo "== 3/4: checkpoints/tabletop_tiny_cvla (tiny model + compressor_vla, all 13 tasks, 80 layouts each) on 2 held-out layouts per task =="
 	$(TABLETOP_EVAL) checkpoint=checkpoints/tabletop_tiny_cvla split=heldout episodes=2 hydra.run.dir=outputs/demo/tiny_13_tasks_heldout
-	@echo "demo results: outputs/demo/cpu_specialist_train_layout/eval.md, outputs/demo/tiny_heldout_layouts/eval.md, outputs/demo/tiny_13_tasks_heldout/eval.md (videos/ beside them)"
+	@echo "== 4/4: checkpoints/tabletop_tiny_minilm (the same recipe + the pretrained MiniLM text encoder) told in words it never trained on =="
+	$(TABLETOP_EVAL) checkpoint=checkpoints/tabletop_tiny_minilm 'tasks=[red_in_bowl,push_yellow_left]' split=heldout episodes=2 instruction_file=configs/instructions/tabletop_heldout.yaml hydra.run.dir=outputs/demo/minilm_heldout_wordings
+	@echo "demo results: outputs/demo/cpu_specialist_train_layout/eval.md, outputs/demo/tiny_heldout_layouts/eval.md, outputs/demo/tiny_13_tasks_heldout/eval.md, outputs/demo/minilm_heldout_wordings/eval.md (videos/ beside them)"
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -30,6 +30,20 @@ TABLETOP_PUSH = ["env=tabletop", "tasks=[push_red_left]"]
     ("libero_spatial_tiny_cvla", ["env=libero_spatial", "env.init_states=[40]"], 1, 3),
 ])
 def test_committed_checkpoint_succeeds(checkpoint, scene, episodes, at_least, tmp_path):
+    check_eval(checkpoint, scene, episodes, at_least, tmp_path)
+
+
+@pytest.mark.parametrize("checkpoint, scene, episodes, wordings, at_least", [
+    # measured 16/16: 2 tasks x 4 held-out wordings (never trained on) x held-out layouts 0-1
+    ("tabletop_tiny_minilm", ["env=tabletop", "tasks=[red_in_bowl,push_yellow_left]", "split=heldout",
+                              f"instruction_file={ROOT / 'configs' / 'instructions' / 'tabletop_heldout.yaml'}"], 2, 4, 15),
+])
+def test_committed_checkpoint_follows_reworded_instructions(checkpoint, scene, episodes, wordings, at_least, tmp_path):
+    report = check_eval(checkpoint, scene, episodes, at_least, tmp_path, wordings)
+    assert len({e["instruction"] for e in report["episodes"]}) == 2 * wordings  # each task in each held-out wording
+
+
+def check_eval(checkpoint, scene, episodes, at_least, tmp_path, wordings: int = 1) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "vla.cli", "eval", f"checkpoint={ROOT / 'checkpoints' / checkpoint}", *scene,
          f"episodes={episodes}", "num_envs=2", "threads=1", "video=false", f"hydra.run.dir={tmp_path}"],
@@ -38,5 +52,6 @@ def test_committed_checkpoint_succeeds(checkpoint, scene, episodes, at_least, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "eval.json").read_text())
     successes = sum(bool(e["success"]) for e in report["episodes"])
-    assert len(report["episodes"]) == episodes * len(report["tasks"])
+    assert len(report["episodes"]) == episodes * len(report["tasks"]) * wordings
     assert successes >= at_least, f"{checkpoint}: {successes}/{len(report['episodes'])} successes, expected >= {at_least}"
+    return report
