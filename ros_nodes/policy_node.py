@@ -73,6 +73,7 @@ is a node failure (``failure()``, ERROR diagnostics; `vla ros bringup` then exit
 from __future__ import annotations
 
 import importlib
+import itertools
 import queue
 import statistics
 import threading
@@ -556,7 +557,8 @@ class PolicyNode(Node):
         """Control periods the next inference will take: the parameter, or the p90 of the last 20."""
         if self.p.rtc_delay_ticks >= 0:
             return self.p.rtc_delay_ticks
-        recent = list(self.inference_ms)[-20:]
+        n = len(self.inference_ms)
+        recent = list(itertools.islice(self.inference_ms, max(0, n - 20), n))  # the last 20, not a copy of all
         return int(np.ceil(np.percentile(recent, 90) / (1e3 * self.p.period))) if recent else 0
 
     def rtc_infer(self, obs: dict[str, Any], rtc: tuple[np.ndarray, int, int] | None) -> dict[str, Any]:

@@ -77,6 +77,13 @@ def check_report(report: Any, where: str) -> dict:
     return report
 
 
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON: {e}") from e
+
+
 def load_reports(results_dir: Path) -> dict[str, dict[str, dict]]:
     """{suite: {row name: report}} from ``<results_dir>/<suite>/<row>.json``."""
     out: dict[str, dict[str, dict]] = {}
@@ -85,10 +92,7 @@ def load_reports(results_dir: Path) -> dict[str, dict[str, dict]]:
     for file in sorted(results_dir.glob("*/*.json")):
         if file.parent.name == BENCH_DIR:
             continue
-        try:
-            report = json.loads(file.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{file}: not valid JSON: {e}") from e
+        report = _read_json(file)
         check_report(report, str(file))
         suite = file.parent.name
         if report["env"] != suite:
@@ -116,10 +120,7 @@ def load_bench(results_dir: Path) -> dict[str, dict[str, dict]]:
     """{kind: {row name: report}} from ``<results_dir>/bench/<kind>/<row>.json``."""
     out: dict[str, dict[str, dict]] = {}
     for file in sorted((results_dir / BENCH_DIR).glob("*/*.json")):
-        try:
-            report = json.loads(file.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{file}: not valid JSON: {e}") from e
+        report = _read_json(file)
         kind = bench_kind(report)
         if kind != file.parent.name:
             raise ValueError(f"{file}: not a '{file.parent.name}' bench report (its content reads as {kind})")
