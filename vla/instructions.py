@@ -53,7 +53,8 @@ class Family:
         for m in SLOT.finditer(self.instruction):
             parts.append(re.escape(self.instruction[pos : m.start()]))
             slot = m.group(1)
-            parts.append(f"(?P={slot})" if slot in seen else rf"(?P<{slot}>\w+)")
+            # a slot is one or more words ("red"; LIBERO's "on the cookie box"), the shortest that fits
+            parts.append(f"(?P={slot})" if slot in seen else rf"(?P<{slot}>\w+(?:[ '-]\w+)*?)")
             seen.add(slot)
             pos = m.end()
         parts.append(re.escape(self.instruction[pos:]))
@@ -167,11 +168,18 @@ class Paraphraser:
 
 
 def suite_instruction(suite: str, task: str) -> str | None:
-    """The suite's own instruction of ``task`` without building an env (tabletop); None if unknown."""
+    """The suite's own instruction of ``task`` without building an env (tabletop, LIBERO); None if unknown."""
     if suite == "tabletop":
         from sim.tabletop.tasks import TASKS
 
         return TASKS[task].instruction if task in TASKS else None
+    if suite.startswith("libero_"):
+        from sim.libero.suites import get_task
+
+        try:
+            return get_task(suite, task).language
+        except (KeyError, ValueError):
+            return None
     return None
 
 

@@ -93,3 +93,31 @@ def test_train_config_key_resolves_and_checks_the_augmentation_file(tmp_path):
     cfg.data.instructions.augment = str(tmp_path / "nope.yaml")
     with pytest.raises(TrainConfigError, match="data.instructions.augment: instruction file .* not found"):
         settings_from(cfg)
+
+
+LIBERO_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+
+
+def test_every_libero_task_has_heldout_and_augment_wordings_that_never_overlap():
+    """Issue 20 item 4: LIBERO's four suites get their own paraphrase sets, apart like tabletop's."""
+    from sim.libero.suites import suite_tasks
+    from vla.instructions import eval_wordings
+
+    held = InstructionSet.load("configs/instructions/libero_heldout.yaml")
+    aug = InstructionSet.load("configs/instructions/libero_augment.yaml")
+    instructions = []
+    for suite in LIBERO_SUITES:
+        tasks = suite_tasks(suite)
+        by_name = eval_wordings(None, "configs/instructions/libero_heldout.yaml", suite, [t.name for t in tasks])
+        for t in tasks:
+            instructions.append(t.language)
+            assert len(by_name[t.name]) >= 3 and len(aug.wordings(t.language)) >= 3, (suite, t.name)
+    # the multi-word slots keep what tells the tasks apart: which bowl, which object
+    spatial = held.wordings("pick up the black bowl on the cookie box and place it on the plate")
+    assert spatial[0] == "grab the dark bowl on the cookie box and drop it onto the plate"
+    assert all("on the cookie box" in w for w in spatial)
+    assert all("bbq sauce" in w for w in aug.wordings("pick up the bbq sauce and place it in the basket"))
+    heldout = held.all_wordings(instructions)
+    trained = aug.all_wordings(instructions) | {normalise(t) for t in instructions}
+    assert len(heldout) >= 3 * len(set(instructions))
+    assert not heldout & trained, sorted(heldout & trained)
