@@ -5,6 +5,8 @@ Every suite module (``sim.tabletop``, ``sim.libero``) exposes the same three fun
     make_env(env_cfg, task, cameras=True) -> gym.Env      one env for one task
     reset_options(env_cfg, task, episode_index) -> dict   options for env.reset() that pick the
                                                           episode's layout / init state
+and optionally
+    task_instruction(suite, task) -> str | None           the task's own instruction, without an env
 so collectors, evaluators and benchmarks never branch on the simulator.
 """
 
@@ -44,6 +46,15 @@ def suite_module(env_cfg: Any) -> ModuleType:
 
 def task_names(env_cfg: Any) -> list[str]:
     return suite_module(env_cfg).task_names(env_cfg)
+
+
+def task_instruction(suite: str, task: str) -> str | None:
+    """The suite's own instruction of ``task`` without building an env; None if the suite or task
+    is unknown or its module does not say (it then has no instruction to match templates against)."""
+    if suite not in SUITES:
+        return None
+    lookup = getattr(importlib.import_module(SUITES[suite]), "task_instruction", None)
+    return lookup(suite, task) if lookup is not None else None
 
 
 def select_tasks(requested: Any, available: list[str]) -> list[str]:

@@ -167,22 +167,6 @@ class Paraphraser:
         return {"file": self.set.source, "p": self.p, "families": [f.name for f in self.set.families]}
 
 
-def suite_instruction(suite: str, task: str) -> str | None:
-    """The suite's own instruction of ``task`` without building an env (tabletop, LIBERO); None if unknown."""
-    if suite == "tabletop":
-        from sim.tabletop.tasks import TASKS
-
-        return TASKS[task].instruction if task in TASKS else None
-    if suite.startswith("libero_"):
-        from sim.libero.suites import get_task
-
-        try:
-            return get_task(suite, task).language
-        except (KeyError, ValueError):
-            return None
-    return None
-
-
 def eval_wordings(instruction: str | None, instruction_file: str | None, suite: str,
                   tasks: list[str]) -> dict[str, list[str]]:
     """`vla eval instruction=<text>` (that wording for every task) or ``instruction_file=<yaml>``
@@ -196,8 +180,10 @@ def eval_wordings(instruction: str | None, instruction_file: str | None, suite: 
         return {task: [str(instruction)] for task in tasks}
     if not instruction_file:
         return {}
+    from sim.factory import task_instruction
+
     words = InstructionSet.load(instruction_file)
-    out = {task: words.wordings(suite_instruction(suite, task), task) for task in tasks}
+    out = {task: words.wordings(task_instruction(suite, task), task) for task in tasks}
     missing = [t for t, w in out.items() if not w]
     if missing:
         raise InstructionFileError(

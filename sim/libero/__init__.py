@@ -30,6 +30,13 @@ def task_names(env_cfg: Any) -> list[str]:
     return [get_task(suite, t).name for t in selected]
 
 
+def task_instruction(suite: str, task: str) -> str | None:
+    try:
+        return get_task(suite, task).language
+    except (KeyError, ValueError):
+        return None
+
+
 def make_env(env_cfg: Any, task: str | int, cameras: bool = True):
     from sim.libero.env import LiberoEnv
 

@@ -32,6 +32,10 @@ def task_names(env_cfg: Any) -> list[str]:
     return [_resolve(t) for t in selected]
 
 
+def task_instruction(suite: str, task: str) -> str | None:
+    return TASKS[task].instruction if task in TASKS else None
+
+
 def make_env(env_cfg: Any, task: str | int, cameras: bool = True):
     from sim.tabletop.env import TabletopEnv
 
