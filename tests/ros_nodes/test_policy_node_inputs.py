@@ -291,7 +291,8 @@ def test_alternating_good_and_bad_messages_log_a_few_lines(make_node, capfd):
             node._publish_status()  # the 1 Hz status: flushes the counts of suppressed repeats
     clock.t += 10.0
     node._publish_status()
-    lines = log_lines(capfd)
+    # the slow-inference advice depends on the machine's load (a busy CI box), not on the messages
+    lines = [line for line in log_lines(capfd) if "inference took" not in line]
     print(f"{sent} messages, half of them bad -> {len(lines)} log lines:\n" + "\n".join(lines))
     counts = node.rejected.diagnostics()
     assert counts["rejected.camera_agentview.too_small"] == 600 and counts["rejected.ee_pose.float32_overflow"] == 600
